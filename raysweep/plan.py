@@ -1,0 +1,189 @@
+"""Expand a validated spec into jobs, each with a stable key.
+
+A job's key is a hash of its normalised configuration (never of its display name), so the same
+work always has the same key: launching a spec twice, resuming, or a second sweep that shares a
+source model all find the work already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from raysweep.spec import SourceSpec, SweepSpec
+
+#: Bump when the meaning of a job's configuration changes, so that old results are not reused.
+PROTOCOL_VERSION = 1
+STAGES = ("pretrain", "finetune")
+
+
+def job_key(stage: str, config: dict[str, Any]) -> str:
+    """First 16 hex digits of SHA-256 over the canonical JSON of (protocol, stage, config)."""
+    payload = json.dumps(
+        {"protocol": PROTOCOL_VERSION, "stage": stage, "config": config},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: its stage, stable key, JSON-able config and the axes to record."""
+
+    stage: str
+    key: str
+    name: str
+    config: dict[str, Any]
+    axes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: SweepSpec
+    jobs: dict[str, tuple[Job, ...]]
+
+    def __iter__(self) -> Iterator[Job]:
+        for stage in STAGES:
+            yield from self.jobs.get(stage, ())
+
+    @property
+    def total(self) -> int:
+        return sum(len(jobs) for jobs in self.jobs.values())
+
+    def keys(self) -> set[str]:
+        return {job.key for job in self}
+
+
+def size_label(size: int | None) -> str:
+    return "all" if size is None else str(size)
+
+
+def source_config(spec: SweepSpec, source: SourceSpec) -> dict[str, Any]:
+    """What determines a source model: architecture, data, training, and how it was made."""
+    config: dict[str, Any] = {
+        "architecture": source.architecture,
+        "dataset": source.dataset,
+        "training": asdict(source.training),
+    }
+    if source.checkpoint is not None:
+        config["checkpoint"] = source.checkpoint
+    else:
+        assert spec.pretrain is not None
+        config["pretrain"] = asdict(spec.pretrain)
+    return config
+
+
+def source_axes(source: SourceSpec) -> dict[str, str]:
+    return {
+        "source": source.name,
+        "source_training": source.training.kind,
+        "source_norm": source.training.norm,
+        "source_eps": f"{source.training.eps:g}",
+        "source_architecture": source.architecture,
+        "source_dataset": source.dataset,
+    }
+
+
+def eval_epochs(epochs: int, every: int) -> list[int]:
+    """Utrera A.4: with frequency 20 over 100 epochs, test after epochs 1, 21, 41, 61, 81, 100."""
+    return sorted({*range(1, epochs + 1, every), epochs})
+
+
+def pretrain_jobs(spec: SweepSpec) -> dict[str, Job]:
+    jobs: dict[str, Job] = {}
+    for source in spec.sources:
+        config = source_config(spec, source)
+        key = job_key("pretrain", config)
+        verb = "load" if source.checkpoint else "train"
+        jobs[source.name] = Job(
+            stage="pretrain",
+            key=key,
+            name=f"{verb} {source.name}",
+            config={**config, "source": source.name},
+            axes=source_axes(source),
+        )
+    return jobs
+
+
+def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
+    ft = spec.finetune
+    jobs: list[Job] = []
+    for source in spec.sources:
+        source_key = sources[source.name].key
+        for target in spec.targets_for(source):
+            for size in spec.subset_sizes:
+                rule = ft.rule_for(size)
+                for blocks in spec.blocks:
+                    for seed in spec.seeds_for(size):
+                        config = {
+                            "source_key": source_key,
+                            "target": target,
+                            "subset_size": size,
+                            "seed": seed,
+                            "blocks": blocks,
+                            "epochs": rule.epochs,
+                            "eval_epochs": eval_epochs(rule.epochs, rule.eval_every),
+                            "lr_milestones": list(rule.lr_milestones),
+                            "lr_decay": ft.lr_decay,
+                            "optimizer": asdict(ft.optimizer),
+                            "augment": ft.augment,
+                            "update_frozen_bn_stats": ft.update_frozen_bn_stats,
+                            "head_init": ft.head_init,
+                            "normalization": ft.normalization,
+                        }
+                        axes = {
+                            **source_axes(source),
+                            "target": target,
+                            "subset_size": size_label(size),
+                            "seed": str(seed),
+                            "blocks": str(blocks),
+                            "epochs": str(rule.epochs),
+                        }
+                        jobs.append(
+                            Job(
+                                stage="finetune",
+                                key=job_key("finetune", config),
+                                name=f"{source.name}→{target} n={size_label(size)} "
+                                f"blocks={blocks} seed={seed}",
+                                config=config,
+                                axes=axes,
+                            )
+                        )
+    return jobs
+
+
+def make_plan(spec: SweepSpec) -> Plan:
+    sources = pretrain_jobs(spec)
+    return Plan(
+        spec=spec,
+        jobs={
+            "pretrain": tuple(sources.values()),
+            "finetune": tuple(finetune_jobs(spec, sources)),
+        },
+    )
+
+
+def describe_plan(plan: Plan) -> str:
+    """The text `raysweep plan` prints: jobs per stage, with the grid's shape, and the total."""
+    spec = plan.spec
+    lines = [f"sweep '{spec.name}' ({spec.path})"]
+    trained = sum(1 for s in spec.sources if s.checkpoint is None)
+    loaded = len(spec.sources) - trained
+    lines.append(
+        f"  pretrain   {len(plan.jobs['pretrain']):>7,} Ray tasks "
+        f"({trained} to train, {loaded} from checkpoints)"
+    )
+    seed_counts = {size_label(s): len(spec.seeds_for(s)) for s in spec.subset_sizes}
+    pairs = sum(len(spec.targets_for(s)) for s in spec.sources)
+    seeds_text = ", ".join(f"{k}:{v}" for k, v in seed_counts.items())
+    lines.append(
+        f"  finetune   {len(plan.jobs['finetune']):>7,} Ray Tune trials "
+        f"= {pairs} source→target pairs × {len(spec.blocks)} block settings × "
+        f"seeds per subset size ({seeds_text})"
+    )
+    lines.append(f"  total      {plan.total:>7,} jobs")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Grid expansion, seeds and stable job keys."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from raysweep.plan import describe_plan, eval_epochs, make_plan
+from raysweep.spec import load_spec, parse_spec
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+
+
+def test_utrera_plans_exactly_14400_trials() -> None:
+    plan = make_plan(load_spec(SPACES / "utrera2020.yaml"))
+    finetune = plan.jobs["finetune"]
+    assert len(finetune) == 14_400
+    assert len(plan.jobs["pretrain"]) == 4
+    assert len({job.key for job in finetune}) == 14_400
+    per_size = Counter(job.axes["subset_size"] for job in finetune)
+    assert per_size["100"] == 4 * 6 * 4 * 20
+    assert per_size["all"] == 4 * 6 * 4 * 10
+    assert "14,400 Ray Tune trials" in describe_plan(plan)
+
+
+def test_terzi_per_source_targets() -> None:
+    plan = make_plan(load_spec(SPACES / "terzi2021.yaml"))
+    pairs = {(j.axes["source"], j.axes["target"]) for j in plan.jobs["finetune"]}
+    assert ("cifar10_natural", "cifar10") not in pairs
+    assert ("cifar100_l2_1", "cifar10") in pairs
+    assert len(plan.jobs["finetune"]) == 4 * 4 * 3
+
+
+def test_quickstart_grid_and_eval_epochs() -> None:
+    plan = make_plan(load_spec(SPACES / "quickstart.yaml"))
+    assert len(plan.jobs["finetune"]) == 3 * 3 * 3 * 2 * 3
+    job = plan.jobs["finetune"][0]
+    assert job.config["eval_epochs"] == [1, 6, 11, 16, 20]
+    assert eval_epochs(100, 20) == [1, 21, 41, 61, 81, 100]  # Utrera A.4's example
+
+
+def test_keys_are_stable_and_ignore_display_names() -> None:
+    raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
+    a = make_plan(parse_spec(raw, "a.yaml"))
+    renamed = copy.deepcopy(raw)
+    renamed["name"] = "other"
+    renamed["sources"][0]["name"] = "baseline"
+    b = make_plan(parse_spec(renamed, "b.yaml"))
+    assert a.keys() == b.keys()
+    changed = copy.deepcopy(raw)
+    changed["finetune"]["optimizer"]["lr"] = 0.02
+    c = make_plan(parse_spec(changed, "c.yaml"))
+    assert c.jobs["pretrain"][0].key == a.jobs["pretrain"][0].key
+    assert not set(j.key for j in c.jobs["finetune"]) & set(j.key for j in a.jobs["finetune"])
+
+
+def test_finetune_jobs_reference_their_source_key() -> None:
+    plan = make_plan(load_spec(SPACES / "quickstart.yaml"))
+    source_keys = {j.key for j in plan.jobs["pretrain"]}
+    assert {j.config["source_key"] for j in plan.jobs["finetune"]} == source_keys
