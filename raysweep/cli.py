@@ -1,0 +1,122 @@
+"""The `raysweep` command: parses arguments, calls functions, maps errors to exit codes.
+
+A user error prints one line (``raysweep: error: …``) and exits 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+
+from raysweep.spec import SpecError
+from raysweep.sweepdir import SweepDirError
+from raysweep.tracking import TrackingError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    SpecError,
+    SweepDirError,
+    TrackingError,
+    FileNotFoundError,
+    ValueError,
+)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from raysweep.plan import describe_plan, make_plan
+    from raysweep.spec import load_spec
+
+    print(describe_plan(make_plan(load_spec(args.spec))))
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from raysweep.orchestrator import launch, summarize
+
+    outcome = launch(
+        args.spec,
+        name=args.name,
+        address=args.address,
+        tracking_uri=args.tracking_uri,
+        root=args.root,
+        retry_failed=args.retry_failed,
+        extend=args.extend,
+    )
+    print(f"sweep '{outcome.sweep}' finished:")
+    print(summarize(outcome))
+    for stage, failures in outcome.failed.items():
+        for failure in failures:
+            print(f"  FAILED {stage}: {failure}")
+    return 0 if outcome.ok else 1
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from raysweep.sweepdir import SweepDir, resolve_root
+
+    sweep = SweepDir(resolve_root(args.root), args.name)
+    uri = sweep.read_state()["tracking_uri"]
+    if not uri.startswith("sqlite"):
+        print(f"sweep '{args.name}' is tracked on {uri}: open that address in a browser")
+        return 0
+    command = [
+        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+        "--host", "127.0.0.1", "--port", str(args.port),
+    ]
+    print(f"MLflow UI for '{args.name}' on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(command)
+
+
+def add_launch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="sweep name (default: the spec's name)")
+    parser.add_argument("--address", help="Ray cluster to attach to: auto or ray://host:10001")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite file in the "
+                        "sweep folder)")
+    parser.add_argument("--retry-failed", action="store_true", help="run FAILED jobs again")
+    parser.add_argument("--extend", action="store_true",
+                        help="allow a changed spec that only adds jobs to an existing sweep")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "plan": ("print the jobs per stage without running anything", cmd_plan),
+    "launch": ("run every job of a spec that is not done yet", cmd_launch),
+    "ui": ("start the MLflow UI for a sweep on 127.0.0.1", cmd_ui),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--root", help="runs folder (default: $RAYSWEEP_ROOT or ./raysweep_runs)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        if name in ("plan", "launch"):
+            command.add_argument("spec", help="sweep spec (YAML), e.g. search_spaces/quickstart.yaml")
+        if name == "launch":
+            add_launch_options(command)
+        if name == "ui":
+            command.add_argument("name", help="sweep name")
+            command.add_argument("--port", type=int, default=5000)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _, handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        message = " ".join(str(error).split())
+        print(f"raysweep: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raysweep: interrupted; `raysweep launch` the same spec again to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The stage graph on Ray: pretrain sources (Ray tasks) → fine-tune grid (Ray Tune) → report.
+
+MLflow is the ledger: a job whose key has a FINISHED run is skipped, so launching the same spec
+again, or resuming after a crash, only does what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raysweep.plan import Plan, make_plan
+from raysweep.spec import load_spec
+from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
+from raysweep.tracking import SweepTracker, check_reachable
+
+# Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records (REFERENCE.md).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+#: Trials per Tuner: Tune's driver rewrites every trial at each snapshot (REFERENCE.md).
+TRIALS_PER_EXPERIMENT = 1000
+
+Write = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    """What a launch did, per stage: run now, skipped as already done, failed."""
+
+    sweep: str
+    tracking_uri: str
+    ran: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+    report: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.failed.values())
+
+
+def ensure_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+
+
+def check_same_plan(sweep: SweepDir, plan: Plan, extend: bool) -> None:
+    """Relaunching a name with another spec would mix two sweeps in one record: refuse."""
+    if not sweep.spec_copy.is_file():
+        return
+    old = make_plan(load_spec(sweep.spec_copy))
+    added, removed = plan.keys() - old.keys(), old.keys() - plan.keys()
+    if removed or (added and not extend):
+        raise SweepDirError(
+            f"sweep '{sweep.name}' exists with a different spec ({len(added)} jobs added, "
+            f"{len(removed)} removed vs {sweep.spec_copy}); use another --name"
+            + ("" if removed else ", or --extend to add the new jobs")
+        )
+
+
+def prepare_sweep(
+    spec_path: Path, plan: Plan, sweep: SweepDir, tracking_uri: str | None, extend: bool
+) -> tuple[SweepTracker, str]:
+    state = sweep.read_state() if sweep.exists() else {}
+    if state:
+        check_same_plan(sweep, plan, extend)
+    uri = tracking_uri or state.get("tracking_uri") or sweep.default_tracking_uri()
+    check_reachable(uri)
+    sweep.create()
+    if Path(spec_path).resolve() != sweep.spec_copy.resolve():
+        shutil.copyfile(spec_path, sweep.spec_copy)
+    artifact_root = sweep.artifact_root if uri.startswith("sqlite") else None
+    tracker = SweepTracker(uri, sweep.name, artifact_root)
+    parent = tracker.open_parent(sweep.spec_copy)
+    sweep.write_state({"name": sweep.name, "tracking_uri": uri, "parent_run_id": parent})
+    return tracker, uri
+
+
+def launch(
+    spec_path: str | Path,
+    *,
+    name: str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    root: str | Path | None = None,
+    retry_failed: bool = False,
+    extend: bool = False,
+    write: Write = print,
+) -> Outcome:
+    """Run every job of the spec that has no FINISHED run yet; return what happened."""
+    from raysweep.stages import run_finetune_stage, run_pretrain_stage, worker_context
+    from raysweep.summary import report_sweep
+
+    spec = load_spec(spec_path)
+    plan = make_plan(spec)
+    sweep = SweepDir(resolve_root(root), name or spec.name)
+    tracker, uri = prepare_sweep(Path(spec_path), plan, sweep, tracking_uri, extend)
+    outcome = Outcome(sweep=sweep.name, tracking_uri=uri)
+    finished = tracker.finished_keys()
+    failed = set() if retry_failed else tracker.failed_keys()
+    pending = {
+        stage: [job for job in jobs if job.key not in finished and job.key not in failed]
+        for stage, jobs in plan.jobs.items()
+    }
+    tracker.retire_unfinished({job.key for jobs in pending.values() for job in jobs})
+    for stage, jobs in plan.jobs.items():
+        outcome.skipped[stage] = len(jobs) - len(pending[stage])
+    write(f"sweep '{sweep.name}': {sweep.path}  (tracking: {uri})")
+    ensure_ray(address)
+    ctx = worker_context(spec, sweep)
+    sources = run_pretrain_stage(plan, pending["pretrain"], tracker, ctx, outcome, write)
+    ready = [job for job in pending["finetune"] if job.config["source_key"] in sources]
+    run_finetune_stage(ready, spec, sweep, tracker, ctx, outcome, write)
+    outcome.report = report_sweep(tracker, sweep, write)
+    tracker.finish_parent("FINISHED" if outcome.ok else "FAILED")
+    return outcome
+
+
+def summarize(outcome: Outcome, stages: Sequence[str] = ("pretrain", "finetune")) -> str:
+    lines = []
+    for stage in stages:
+        failed = outcome.failed.get(stage, [])
+        lines.append(
+            f"  {stage:<9} ran {outcome.ran.get(stage, 0):>6}  skipped (done) "
+            f"{outcome.skipped.get(stage, 0):>6}  failed {len(failed):>4}"
+        )
+    return "\n".join(lines)
+
+
+__all__ = ["launch", "Outcome", "summarize"]

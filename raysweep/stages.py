@@ -1,0 +1,156 @@
+"""The two compute stages of a sweep, as seen from the driver."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from raysweep.plan import Job, Plan
+from raysweep.progress import Progress
+from raysweep.spec import SweepSpec
+from raysweep.sweepdir import SweepDir
+from raysweep.tracking import SweepTracker
+from raysweep.workers import WorkerContext, finetune_trainable, pretrain_source
+
+if TYPE_CHECKING:
+    from raysweep.orchestrator import Outcome
+
+Write = Callable[[str], None]
+
+
+def worker_context(spec: SweepSpec, sweep: SweepDir) -> WorkerContext:
+    return WorkerContext(
+        store_root=str(sweep.store.root),
+        data_root=spec.data_root,
+        download=spec.download,
+        threads=max(1, math.floor(spec.resources.cpu)),
+    )
+
+
+def record_pretrain(tracker: SweepTracker, job: Job, record: dict[str, Any]) -> None:
+    """Log a source's training history on its run, one step per epoch."""
+    run_id = tracker.start_job(job)
+    for row in record.get("history", []):
+        metrics = {k: v for k, v in row.items() if k != "epoch"}
+        tracker.log_metrics(run_id, metrics, step=int(row["epoch"]))
+    tracker.client.set_tag(run_id, "raysweep.reused_checkpoint", str(record["reused"]).lower())
+    tracker.log_metrics(run_id, {"time/seconds": float(record.get("seconds", 0.0))}, step=0)
+    tracker.end_job(run_id)
+
+
+def run_pretrain_stage(
+    plan: Plan,
+    pending: list[Job],
+    tracker: SweepTracker,
+    ctx: WorkerContext,
+    outcome: Outcome,
+    write: Write,
+) -> set[str]:
+    """Train (or load) each pending source as a Ray task; return the keys of usable sources.
+
+    A source whose MLflow run is FINISHED is still checked against the store: if its checkpoint
+    is missing (a new --root), the task rebuilds it without recording a second run.
+    """
+    import ray
+
+    pending_keys = {job.key for job in pending}
+    to_run = [job for job in plan.jobs["pretrain"]
+              if job.key in pending_keys or ctx.store.read_record(job.key) is None]
+    ready = {job.key for job in plan.jobs["pretrain"]} - {job.key for job in to_run}
+    outcome.ran["pretrain"], outcome.failed["pretrain"] = 0, []
+    if not to_run:
+        return ready
+    cpus = max(1, total_cpus() // len(to_run))
+    task = ray.remote(pretrain_source).options(num_cpus=cpus, max_retries=2)
+    context = WorkerContext(**{**asdict(ctx), "threads": cpus})
+    refs = {task.remote(job.key, job.config, context): job for job in to_run}
+    progress = Progress("pretrain", len(refs), write=write, every_s=0.0)
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1)
+        job = refs.pop(done[0])
+        try:
+            record = ray.get(done[0])
+        except Exception as error:  # a task's failure is reported, the sweep goes on
+            reason = one_line(error)
+            if job.key in pending_keys:
+                tracker.end_job(tracker.start_job(job), error=reason)
+            outcome.failed["pretrain"].append(f"{job.name}: {reason}")
+            progress.tick(failed=True)
+            continue
+        if job.key in pending_keys:
+            record_pretrain(tracker, job, record)
+            outcome.ran["pretrain"] += 1
+        ready.add(job.key)
+        progress.tick()
+    return ready
+
+
+def one_line(error: BaseException) -> str:
+    """The innermost cause of a (possibly Ray-wrapped) exception, on one line."""
+    cause = getattr(error, "cause", None) or error
+    text = f"{type(cause).__name__}: {cause}"
+    return " ".join(text.split())[:500]
+
+
+def total_cpus() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def experiment_name(jobs: list[Job]) -> str:
+    digest = hashlib.sha256("".join(sorted(j.key for j in jobs)).encode()).hexdigest()[:10]
+    return f"finetune-{digest}"
+
+
+def run_finetune_stage(
+    jobs: list[Job],
+    spec: SweepSpec,
+    sweep: SweepDir,
+    tracker: SweepTracker,
+    ctx: WorkerContext,
+    outcome: Outcome,
+    write: Write,
+) -> None:
+    """Run the pending fine-tune jobs as Ray Tune trials, in experiments of bounded size."""
+    from ray import tune
+
+    from raysweep.orchestrator import TRIALS_PER_EXPERIMENT
+    from raysweep.recorder import JobRecorder
+
+    outcome.ran["finetune"], outcome.failed["finetune"] = 0, []
+    if not jobs:
+        return
+    progress = Progress("finetune", len(jobs), write=write)
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    trainable = tune.with_resources(finetune_trainable, resources)
+    for start in range(0, len(jobs), TRIALS_PER_EXPERIMENT):
+        chunk = jobs[start : start + TRIALS_PER_EXPERIMENT]
+        recorder = JobRecorder(tracker, {j.key: j for j in chunk}, sweep.store, progress)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                "job": tune.grid_search([{**j.config, "key": j.key} for j in chunk]),
+                "context": asdict(ctx),
+            },
+            tune_config=tune.TuneConfig(
+                reuse_actors=True,
+                trial_name_creator=lambda trial: trial.config["job"]["key"],
+                trial_dirname_creator=lambda trial: trial.config["job"]["key"],
+            ),
+            run_config=tune.RunConfig(
+                name=experiment_name(chunk),
+                storage_path=str(sweep.tune_dir),
+                callbacks=[recorder],
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=2),
+            ),
+        )
+        tuner.fit()
+        outcome.failed["finetune"].extend(
+            f"{recorder.jobs[k].name}: {reason}" for k, reason in recorder.failures.items()
+        )
+        outcome.ran["finetune"] += len(recorder.finished)

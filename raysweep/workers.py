@@ -1,0 +1,209 @@
+"""What runs on Ray workers: source pretraining (a Ray task) and the fine-tune trainable.
+
+Ray stays at the edges: these functions turn a job's JSON config into typed values and call
+the plain training functions of :mod:`raysweep.train`, which know nothing of Ray. Workers never
+write to MLflow; they report to the driver, which records everything.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raysweep.data import (
+    ArrayDataset,
+    augment_batch,
+    dataset_info,
+    load_dataset,
+    sample_subset,
+    to_model_input,
+)
+from raysweep.models import TransferNet, build_model
+from raysweep.models.checkpoints import load_checkpoint, save_checkpoint
+from raysweep.models.freeze import replace_head
+from raysweep.models.net import Normalize
+from raysweep.store import Store, write_json_atomic
+from raysweep.train.attacks import PGDConfig
+from raysweep.train.kinds import make_training_kind
+from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, pretrain
+
+ERROR_KEY = "raysweep_error"
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What every worker needs besides its job: where data and the store are, how many threads."""
+
+    store_root: str
+    data_root: str | None
+    download: bool
+    threads: int
+
+    @property
+    def store(self) -> Store:
+        return Store(Path(self.store_root))
+
+
+@functools.lru_cache(maxsize=16)
+def cached_dataset(name: str, split: str, data_root: str | None, download: bool) -> ArrayDataset:
+    """Datasets stay in memory across the trials a reused actor runs."""
+    root = Path(data_root).expanduser() if data_root else None
+    return load_dataset(name, split, data_root=root, download=download)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_source(path: str) -> TransferNet:
+    model, _ = load_checkpoint(Path(path))
+    return model
+
+
+def make_prepare(model: TransferNet) -> Callable[[torch.Tensor], torch.Tensor]:
+    return functools.partial(
+        to_model_input, size=model.input_size, channels=model.input_channels
+    )
+
+
+def make_augment(kind: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    if kind == "none":
+        return None
+    return lambda x, generator: augment_batch(x, kind, generator)
+
+
+def attack_config(raw: dict[str, Any] | None) -> PGDConfig | None:
+    if raw is None:
+        return None
+    return PGDConfig(
+        norm=raw["norm"], eps=raw["eps"], steps=raw["steps"], step_size=raw["step_size"],
+        random_start=raw["random_start"],
+    )
+
+
+def optim_config(raw: dict[str, Any]) -> OptimConfig:
+    return OptimConfig(
+        lr=raw["lr"], momentum=raw["momentum"], weight_decay=raw["weight_decay"],
+        batch_size=raw["batch_size"], nesterov=raw["nesterov"],
+    )
+
+
+def training_kind(raw: dict[str, Any]) -> Any:
+    params: dict[str, Any] = {}
+    if raw.get("attack") is not None:
+        params["attack"] = attack_config(raw["attack"])
+    for name in ("sigma", "beta"):
+        if raw.get(name) is not None:
+            params[name] = raw[name]
+    return make_training_kind(raw["kind"], **params)
+
+
+def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+    """Train (or load) one source model into the store; reuse it if it is already there.
+
+    Returns the record: per-epoch metrics history, final metrics, seconds, and ``reused``.
+    """
+    torch.set_num_threads(ctx.threads)
+    store = ctx.store
+    record = store.read_record(key)
+    if record is not None:
+        return {**record, "reused": True}
+    if "checkpoint" in config:
+        raise NotImplementedError(
+            f"source '{config['source']}': loading published checkpoints "
+            f"({config['checkpoint']}) is not available yet; remove 'checkpoint:' to train it"
+        )
+    started = time.monotonic()
+    info = dataset_info(config["dataset"])
+    model = build_model(config["architecture"], info.num_classes, info.mean, info.std)
+    train = cached_dataset(config["dataset"], "train", ctx.data_root, ctx.download)
+    test = cached_dataset(config["dataset"], "test", ctx.data_root, ctx.download)
+    p = config["pretrain"]
+    history: list[dict[str, Any]] = []
+    final = pretrain(
+        model, train.images, train.labels, test.images, test.labels,
+        kind=training_kind(config["training"]),
+        optim=optim_config(p["optimizer"]),
+        schedule=ScheduleConfig(
+            epochs=p["epochs"], milestones=tuple(p["lr_milestones"]), decay=p["lr_decay"]
+        ),
+        prepare=make_prepare(model),
+        augment=make_augment(p["augment"]),
+        seed=p["seed"],
+        eval_attack=attack_config(p["eval_attack"]),
+        on_epoch=lambda epoch, metrics: history.append({"epoch": epoch, **metrics}),
+    )
+    record = {
+        "key": key,
+        "history": history,
+        "final": final,
+        "seconds": time.monotonic() - started,
+        "config": config,
+    }
+    save_checkpoint(store.checkpoint(key), model, {"key": key, "source": config["source"]})
+    write_json_atomic(store.record(key), record)
+    return {**record, "reused": False}
+
+
+def prepare_target_model(source: TransferNet, job: dict[str, Any], target: str) -> TransferNet:
+    """Copy the source, give it a fresh head for the target's classes (Utrera A.3)."""
+    info = dataset_info(target)
+    model = copy.deepcopy(source)
+    replace_head(model, info.num_classes, init=job["head_init"], seed=job["seed"])
+    if job["normalization"] == "target":
+        model.normalize = Normalize(info.mean, info.std, model.input_channels)
+    return model
+
+
+def finetune_job(
+    job: dict[str, Any], ctx: WorkerContext, report: Callable[[dict[str, Any]], None]
+) -> None:
+    """Fine-tune one source on one target subset, reporting metrics at every evaluation epoch."""
+    torch.set_num_threads(ctx.threads)
+    store = ctx.store
+    source = cached_source(str(store.checkpoint(job["source_key"])))
+    train = cached_dataset(job["target"], "train", ctx.data_root, ctx.download)
+    test = cached_dataset(job["target"], "test", ctx.data_root, ctx.download)
+    indices = sample_subset(train.labels, job["subset_size"], job["seed"], train.info.num_classes)
+    subset_file = store.subset(job["target"], job["subset_size"], job["seed"])
+    if not subset_file.is_file():
+        write_json_atomic(subset_file, {"indices": [int(i) for i in indices]})
+    model = prepare_target_model(source, job, job["target"])
+    index = torch.as_tensor(indices)
+    base = {"n_train": len(indices)}
+    try:
+        finetune(
+            model, train.images[index], train.labels[index], test.images, test.labels,
+            blocks=job["blocks"],
+            update_frozen_bn_stats=job["update_frozen_bn_stats"],
+            optim=optim_config(job["optimizer"]),
+            schedule=ScheduleConfig(
+                epochs=job["epochs"], milestones=tuple(job["lr_milestones"]),
+                decay=job["lr_decay"],
+            ),
+            eval_epochs=job["eval_epochs"],
+            prepare=make_prepare(model),
+            augment=make_augment(job["augment"]),
+            seed=job["seed"],
+            on_eval=lambda epoch, metrics: report({**base, **metrics, "epoch": epoch}),
+        )
+    except FloatingPointError as error:
+        # A diverged trial is a result, not an infrastructure fault: report it instead of
+        # raising, so Tune does not retry it and the driver marks the run FAILED.
+        report({**base, ERROR_KEY: str(error), "epoch": 0})
+
+
+def finetune_trainable(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: config = {"job": job config + key, "context": WorkerContext}."""
+    from ray import tune
+
+    finetune_job(config["job"], WorkerContext(**config["context"]), tune.report)
+
+
+def describe(record: dict[str, Any]) -> str:
+    return json.dumps({k: record[k] for k in ("key", "final", "seconds") if k in record})

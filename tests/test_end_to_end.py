@@ -1,0 +1,105 @@
+"""A micro sweep on local Ray, checked through MlflowClient; then a relaunch that redoes nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from raysweep.orchestrator import launch
+from raysweep.plan import make_plan
+from raysweep.spec import load_spec
+from raysweep.tracking import KEY_TAG, experiment_name
+
+pytestmark = pytest.mark.slow
+
+MICRO = {
+    "name": "micro",
+    "sources": [
+        {"name": "natural", "architecture": "small_cnn", "dataset": "textures",
+         "training": {"kind": "natural"}},
+        {"name": "linf", "architecture": "small_cnn", "dataset": "textures",
+         "training": {"kind": "pgd", "norm": "linf", "eps": "8/255", "steps": 2}},
+    ],
+    "pretrain": {"epochs": 1, "optimizer": {"lr": 0.05, "batch_size": 128},
+                 "augment": "none", "eval_attack": {"norm": "linf", "eps": "8/255", "steps": 2}},
+    "targets": ["digits", "shapes_outline"],
+    "subset_sizes": [50, 100],
+    "seeds": 2,
+    "blocks": [0, 1],
+    "finetune": {"optimizer": {"lr": 0.05, "batch_size": 32},
+                 "rules": [{"up_to": "all", "epochs": 3, "eval_every": 2}]},
+    "resources": {"cpu": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def micro_sweep(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("e2e")
+    spec_path = folder / "micro.yaml"
+    spec_path.write_text(yaml.safe_dump(MICRO))
+    root = folder / "runs"
+    lines: list[str] = []
+    outcome = launch(spec_path, root=root, write=lines.append)
+    return {"spec": spec_path, "root": root, "outcome": outcome, "lines": lines}
+
+
+def job_runs(root: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'micro' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(experiment_name("micro"))
+    runs = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'job'")
+    return client, runs
+
+
+def test_every_job_has_exactly_one_finished_run(micro_sweep: dict) -> None:
+    plan = make_plan(load_spec(micro_sweep["spec"]))
+    _, runs = job_runs(micro_sweep["root"])
+    keys = [run.data.tags[KEY_TAG] for run in runs]
+    assert sorted(keys) == sorted(plan.keys())
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    assert micro_sweep["outcome"].ran == {"pretrain": 2, "finetune": 32}
+
+
+def test_finetune_runs_carry_axes_and_per_epoch_accuracy(micro_sweep: dict) -> None:
+    client, runs = job_runs(micro_sweep["root"])
+    finetune = [r for r in runs if r.data.tags["raysweep.stage"] == "finetune"]
+    run = finetune[0]
+    for axis in ("source", "target", "subset_size", "seed", "blocks", "source_eps"):
+        assert axis in run.data.params and axis in run.data.tags
+    history = client.get_metric_history(run.info.run_id, "test/acc")
+    assert [m.step for m in history] == [1, 3]
+    assert all(0.0 <= m.value <= 100.0 for m in history)
+    parent = run.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).data.tags["raysweep.role"] == "sweep"
+    subset = client.list_artifacts(run.info.run_id, "subset")
+    assert len(subset) == 1
+
+
+def test_pretrain_runs_log_robustness_per_epoch(micro_sweep: dict) -> None:
+    client, runs = job_runs(micro_sweep["root"])
+    pretrain = [r for r in runs if r.data.tags["raysweep.stage"] == "pretrain"]
+    assert len(pretrain) == 2
+    for run in pretrain:
+        for metric in ("train/loss", "test/acc", "adv/acc", "train/weight_norm"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1]
+
+
+def test_parent_run_has_spec_and_report(micro_sweep: dict) -> None:
+    client, runs = job_runs(micro_sweep["root"])
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["raysweep.git_sha"]
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "spec")] == ["spec/spec.yaml"]
+    report = [a.path for a in client.list_artifacts(parent.info.run_id, "report")]
+    assert any(path.endswith(".png") for path in report)
+    assert any("[finetune] 32/32" in line for line in micro_sweep["lines"])
+
+
+def test_relaunch_redoes_nothing(micro_sweep: dict) -> None:
+    again = launch(micro_sweep["spec"], root=micro_sweep["root"], write=lambda _: None)
+    assert again.ran == {"pretrain": 0, "finetune": 0}
+    assert again.skipped == {"pretrain": 2, "finetune": 32}
+    _, runs = job_runs(micro_sweep["root"])
+    assert len(runs) == 34
