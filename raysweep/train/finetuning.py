@@ -1,0 +1,235 @@
+"""Fine-tuning a source model on a target subset (Utrera et al. 2021; Terzi et al. 2021).
+
+SGD over the parameters chosen by ``configure_trainable(model, blocks)`` only, minimising
+``CE(f(x), y)`` on clean target images (Utrera et al. do not fine-tune adversarially).
+
+Speed: a sweep runs thousands of these, so the leading stages with no trainable parameter
+(the "frozen prefix", e.g. stem + the first 15 blocks of a ResNet-50 for ``blocks=1``) run
+without autograd; when their output is deterministic (no augmentation for the training set,
+frozen BatchNorms in eval mode) it is computed once and cached, within ``CACHE_BYTES``.
+
+Resume: ``on_epoch_end`` receives a :class:`FinetuneState` after every epoch; passing it back
+as ``state=`` continues the run and gives exactly the metrics of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from raysweep.models.freeze import configure_trainable, frozen_prefix_length, set_finetune_mode
+from raysweep.models.net import TransferNet
+from raysweep.train.attacks import eval_mode
+from raysweep.train.common import (
+    Augment,
+    EpochCallback,
+    OptimConfig,
+    Prepare,
+    RunningMetrics,
+    ScheduleConfig,
+    make_sgd,
+    model_device,
+    set_lr,
+    sgd_step,
+    shuffled_batches,
+)
+
+CACHE_BYTES = 1 << 30  # per data set; above it the frozen prefix is recomputed every batch
+EVAL_BATCH = 512
+_STOCHASTIC = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout)
+
+
+@dataclass
+class FinetuneState:
+    """Everything needed to continue a fine-tuning run after ``epoch`` completed epochs.
+
+    The learning rate is a function of the epoch (:meth:`ScheduleConfig.lr_at`), so no
+    scheduler state is needed. ``metrics`` are the last evaluated ones.
+    """
+
+    epoch: int
+    model: dict[str, Tensor]
+    optimizer: dict[str, Any]
+    generator: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Builtins and tensors only, so ``torch.load(weights_only=True)`` can read it back."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "generator": self.generator,
+            "metrics": dict(self.metrics),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FinetuneState:
+        return cls(d["epoch"], d["model"], d["optimizer"], d["generator"], dict(d["metrics"]))
+
+
+def _snapshot(
+    epoch: int,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    metrics: dict[str, float],
+) -> FinetuneState:
+    # Clones, because training goes on mutating the live tensors after the hook returns.
+    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return FinetuneState(
+        epoch, model_state, copy.deepcopy(opt.state_dict()), gen.get_state(), dict(metrics)
+    )
+
+
+def _restore(
+    state: FinetuneState, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator
+) -> tuple[int, dict[str, float]]:
+    """Load ``state`` into the live objects; returns the next epoch and the last metrics."""
+    model.load_state_dict(state.model)
+    opt.load_state_dict(state.optimizer)
+    gen.set_state(state.generator)
+    return state.epoch + 1, dict(state.metrics)
+
+
+class _StageInputs:
+    """Inputs of stage ``k`` (the first trainable one) for one data set, cached if allowed."""
+
+    def __init__(
+        self, model: TransferNet, x: Tensor, k: int, prepare: Prepare, cache: bool
+    ) -> None:
+        self.model, self.x, self.k, self.prepare = model, x, k, prepare
+        self.device = model_device(model)
+        self.cached: Tensor | None = None
+        if cache and len(x) > 0:
+            probe = self._compute(x[:1])
+            if probe.element_size() * probe.numel() * len(x) <= CACHE_BYTES:
+                with eval_mode(model):
+                    self.cached = torch.cat(
+                        [self._compute(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+                    )
+
+    def _compute(
+        self, xb: Tensor, augment: Augment | None = None, gen: torch.Generator | None = None
+    ) -> Tensor:
+        h = self.prepare(xb).to(self.device)
+        if augment is not None and gen is not None:
+            h = augment(h, gen)
+        with torch.no_grad():
+            return self.model.run_stages(h, 0, self.k)
+
+    def get(
+        self, idx: Tensor, augment: Augment | None = None, gen: torch.Generator | None = None
+    ) -> Tensor:
+        if self.cached is not None:
+            return self.cached[idx.to(self.cached.device)]
+        return self._compute(self.x[idx], augment, gen)
+
+
+def _prefix_is_deterministic(model: TransferNet, k: int) -> bool:
+    """True when no module before stage ``k`` behaves randomly or updates state in this mode."""
+    return not any(
+        m.training
+        for stage in model.stages()[:k]
+        for m in stage.modules()
+        if isinstance(m, _STOCHASTIC)
+    )
+
+
+def _test_accuracy(model: TransferNet, inputs: _StageInputs, y: Tensor) -> float:
+    correct = 0
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(y), EVAL_BATCH):
+            idx = torch.arange(start, min(start + EVAL_BATCH, len(y)))
+            logits = model.run_stages(inputs.get(idx), inputs.k)
+            correct += int((logits.argmax(1).cpu() == y[idx]).sum())
+    return 100.0 * correct / len(y)
+
+
+def _train_epoch(
+    model: TransferNet,
+    inputs: _StageInputs,
+    y: Tensor,
+    opt: torch.optim.Optimizer,
+    batch_size: int,
+    augment: Augment | None,
+    gen: torch.Generator,
+    epoch: int,
+    lr: float,
+) -> dict[str, float]:
+    """One pass of SGD on ``CE(f(x), y)`` from stage ``inputs.k`` on; running loss/accuracy."""
+    set_lr(opt, lr)
+    running = RunningMetrics()
+    for idx in shuffled_batches(len(y), batch_size, gen):
+        yb = y[idx].to(inputs.device)
+        logits = model.run_stages(inputs.get(idx, augment, gen), inputs.k)
+        running.add(sgd_step(opt, F.cross_entropy(logits, yb), epoch, lr), logits, yb)
+    return running.result()
+
+
+def _check_eval_epochs(eval_epochs: Sequence[int], epochs: int) -> set[int]:
+    bad = [e for e in eval_epochs if not 1 <= e <= epochs]
+    if bad:
+        raise ValueError(f"eval_epochs {bad} are outside 1..{epochs}")
+    return {*eval_epochs, epochs}
+
+
+def finetune(
+    model: TransferNet,
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    blocks: int | str,
+    update_frozen_bn_stats: bool,
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    eval_epochs: Sequence[int],
+    prepare: Prepare,
+    augment: Augment | None,
+    seed: int,
+    on_eval: EpochCallback | None = None,
+    state: FinetuneState | None = None,
+    on_epoch_end: Callable[[FinetuneState], None] | None = None,
+) -> dict[str, float]:
+    """Fine-tune ``model`` in place; returns the final epoch's metrics.
+
+    At each epoch in ``eval_epochs`` (the final epoch is always added) ``on_eval(epoch, m)``
+    gets ``m = {"train/loss", "train/acc", "train/lr", "test/acc"}``: the running mean loss
+    and accuracy (%) of that epoch's training batches and the test accuracy (%) in eval mode.
+    Deterministic given ``seed``: shuffling and augmentation draw from one generator.
+    """
+    evals = _check_eval_epochs(eval_epochs, schedule.epochs)
+    if len(train_y) == 0 or len(test_y) == 0:
+        raise ValueError("fine-tuning needs non-empty training and test sets")
+    opt = make_sgd(configure_trainable(model, blocks), optim)
+    gen = torch.Generator().manual_seed(seed)
+    first_epoch, metrics = 1, {}
+    if state is not None:
+        first_epoch, metrics = _restore(state, model, opt, gen)
+    k = frozen_prefix_length(model)
+    set_finetune_mode(model, blocks, update_frozen_bn_stats)
+    fixed = _prefix_is_deterministic(model, k)
+    train_in = _StageInputs(model, train_x, k, prepare, cache=fixed and augment is None)
+    test_in = _StageInputs(model, test_x, k, prepare, cache=fixed)
+    for epoch in range(first_epoch, schedule.epochs + 1):
+        lr = schedule.lr_at(optim.lr, epoch)
+        set_finetune_mode(model, blocks, update_frozen_bn_stats)
+        running = _train_epoch(
+            model, train_in, train_y, opt, optim.batch_size, augment, gen, epoch, lr
+        )
+        if epoch in evals:
+            metrics = {**running, "train/lr": lr}
+            metrics["test/acc"] = _test_accuracy(model, test_in, test_y)
+            if on_eval is not None:
+                on_eval(epoch, dict(metrics))
+        if on_epoch_end is not None:
+            on_epoch_end(_snapshot(epoch, model, opt, gen, metrics))
+    return metrics

@@ -1,0 +1,133 @@
+"""Pretraining (natural or robust) of a source model; the public face of the training loops.
+
+``finetune`` (in :mod:`raysweep.train.finetuning`), the configs and ``evaluate`` (in
+:mod:`raysweep.train.common`) are re-exported here so that one import serves a worker.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from raysweep.train.attacks import PGDConfig
+from raysweep.train.common import (
+    Augment,
+    EpochCallback,
+    OptimConfig,
+    Prepare,
+    RunningMetrics,
+    ScheduleConfig,
+    evaluate,
+    make_sgd,
+    model_device,
+    set_lr,
+    sgd_step,
+    shuffled_batches,
+)
+from raysweep.train.finetuning import FinetuneState, finetune
+from raysweep.train.kinds import TrainingKind, training_loss
+
+__all__ = [
+    "Augment",
+    "EpochCallback",
+    "FinetuneState",
+    "OptimConfig",
+    "Prepare",
+    "ScheduleConfig",
+    "evaluate",
+    "finetune",
+    "pretrain",
+    "weight_norm",
+]
+
+
+def weight_norm(model: nn.Module) -> float:
+    """``sqrt(sum ||W||_F^2)`` over conv and linear weight tensors (biases and BN excluded).
+
+    The l2 norm of the weights that Terzi et al. (Fig. 5) track against epsilon.
+    """
+    with torch.no_grad():
+        total = sum(float(p.pow(2).sum()) for p in model.parameters() if p.dim() > 1)
+    return math.sqrt(total)
+
+
+def _pretrain_epoch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    kind: TrainingKind,
+    opt: torch.optim.Optimizer,
+    batch_size: int,
+    prepare: Prepare,
+    augment: Augment | None,
+    gen: torch.Generator,
+    epoch: int,
+    lr: float,
+) -> dict[str, float]:
+    device = model_device(model)
+    running = RunningMetrics()
+    model.train()
+    for idx in shuffled_batches(len(y), batch_size, gen):
+        xb = prepare(x[idx]).to(device)
+        yb = y[idx].to(device)
+        if augment is not None:
+            xb = augment(xb, gen)
+        loss, logits = training_loss(kind, model, xb, yb, generator=gen)
+        running.add(sgd_step(opt, loss, epoch, lr), logits, yb)
+    return running.result()
+
+
+def pretrain(
+    model: nn.Module,
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    kind: TrainingKind,
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    prepare: Prepare,
+    augment: Augment | None,
+    seed: int,
+    eval_attack: PGDConfig | None,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, float]:
+    """Train every parameter of ``model`` with ``kind`` by SGD; returns the last epoch's metrics.
+
+    Per epoch (1-based, passed to ``on_epoch``): ``train/loss`` and ``train/acc`` (running
+    means over the epoch, on the inputs trained on), ``train/lr``, ``train/weight_norm``,
+    ``test/acc`` and, with ``eval_attack``, ``adv/acc`` (PGD accuracy on the test set).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    opt = make_sgd(model.parameters(), optim)
+    metrics: dict[str, float] = {}
+    for epoch in range(1, schedule.epochs + 1):
+        lr = schedule.lr_at(optim.lr, epoch)
+        set_lr(opt, lr)
+        metrics = _pretrain_epoch(
+            model,
+            train_x,
+            train_y,
+            kind=kind,
+            opt=opt,
+            batch_size=optim.batch_size,
+            prepare=prepare,
+            augment=augment,
+            gen=gen,
+            epoch=epoch,
+            lr=lr,
+        )
+        metrics["train/lr"] = lr
+        metrics["train/weight_norm"] = weight_norm(model)
+        metrics["test/acc"] = evaluate(model, test_x, test_y, prepare=prepare)
+        if eval_attack is not None:
+            metrics["adv/acc"] = evaluate(
+                model, test_x, test_y, prepare=prepare, attack=eval_attack, seed=seed
+            )
+        if on_epoch is not None:
+            on_epoch(epoch, dict(metrics))
+    return metrics
