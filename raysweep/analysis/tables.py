@@ -1,0 +1,78 @@
+"""Markdown rendering of summary tables: ``mean ± ci95 (n)`` cells, best value per row in bold.
+
+Missing cells render as an en dash, never as 0: a sweep that is still running has holes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from raysweep.analysis.stats import subset_order
+
+MISSING = "–"
+
+
+def format_cell(mean: float, ci95: float, n: int, signed: bool = False, digits: int = 2) -> str:
+    """``mean ± ci95 (n=k)``; ``mean (n=1)`` without spread; :data:`MISSING` when mean is NaN."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return MISSING
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if ci95 is not None and not math.isnan(ci95):
+        text += f" ± {ci95:.{digits}f}"
+    return f"{text} (n={int(n)})"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table; ``|`` inside cells is escaped."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(r) for r in rows)])
+
+
+def _row_order(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    keys = frame[index].drop_duplicates()
+    sort_cols = [f"_{c}" for c in index]
+    for c in index:
+        keys[f"_{c}"] = keys[c].map(subset_order) if c == "subset_size" else keys[c]
+    return keys.sort_values(sort_cols, kind="stable")[index]
+
+
+def pivot_markdown(
+    summary: pd.DataFrame,
+    index: Sequence[str],
+    column: str,
+    *,
+    mean: str = "mean",
+    ci95: str = "ci95",
+    n: str = "n",
+    signed: bool = False,
+    bold_best: bool = True,
+) -> str:
+    """Pivot a long summary to Markdown: one row per ``index`` tuple, one column per ``column``.
+
+    Rows are sorted (subset sizes numerically, ``all`` last). With ``bold_best`` the largest
+    mean of each row is bold when the row has at least two values. Cells absent from
+    ``summary`` or with a NaN mean show :data:`MISSING`.
+    """
+    index = list(index)
+    columns = sorted(summary[column].dropna().unique(), key=str)
+    lookup = {
+        (*(r[c] for c in index), r[column]): (r[mean], r[ci95], r[n])
+        for r in summary.to_dict("records")
+    }
+    rows = []
+    for keys in _row_order(summary, index).itertuples(index=False):
+        cells = [lookup.get((*keys, col), (math.nan, math.nan, 0)) for col in columns]
+        means = [c[0] for c in cells if not math.isnan(c[0])]
+        best = max(means) if bold_best and len(means) >= 2 else None
+        texts = []
+        for m, h, k in cells:
+            text = format_cell(m, h, k, signed=signed)
+            texts.append(f"**{text}**" if best is not None and m == best else text)
+        rows.append([*map(str, keys), *texts])
+    return markdown_table([*index, *map(str, columns)], rows)

@@ -1,0 +1,204 @@
+"""raysweep.analysis end to end on a real MLflow sqlite store laid out like the orchestrator's."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from raysweep.analysis.report import NothingToAnalyze, write_sweep_report
+from raysweep.analysis.results import (
+    cache_results,
+    count_unfinished,
+    load_cached,
+    metric_history,
+    sweep_runs,
+)
+
+SWEEP = "mini"
+SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "accuracy_vs_subset.py"
+SOURCES = {"nat": ("natural", "", "0"), "l2_3": ("pgd", "l2", "3.0")}
+# final test/acc per (source, subset, seed); earlier epochs log lower values
+FINAL = {
+    ("nat", "100", 0): 40.0,
+    ("nat", "100", 1): 44.0,
+    ("nat", "all", 0): 80.0,
+    ("nat", "all", 1): 82.0,
+    ("l2_3", "100", 0): 46.0,
+    ("l2_3", "100", 1): 47.0,
+    ("l2_3", "all", 0): 81.0,
+    ("l2_3", "all", 1): 85.0,
+}
+
+
+def cell_params(source: str, subset: str, seed: int) -> dict[str, str]:
+    training, norm, eps = SOURCES[source]
+    return {
+        "source": source,
+        "source_training": training,
+        "source_norm": norm,
+        "source_eps": eps,
+        "source_architecture": "resnet18",
+        "source_dataset": "cifar10",
+        "target": "svhn",
+        "subset_size": subset,
+        "n_train": "100" if subset == "all" else subset,  # 'all' of a tiny target: 100 too
+        "seed": str(seed),
+        "blocks": "3",
+        "epochs": "41",
+    }
+
+
+def child(
+    client: MlflowClient, experiment: str, parent: str, key: str, stage: str, params: dict
+) -> str:
+    tags = {"mlflow.parentRunId": parent, "raysweep.sweep": SWEEP, "raysweep.role": "job"}
+    tags |= {"raysweep.key": key, "raysweep.stage": stage}
+    run_id = client.create_run(experiment, tags=tags).info.run_id
+    client.log_batch(
+        run_id,
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag(k, v) for k, v in params.items()],
+    )
+    return run_id
+
+
+def log_curve(client: MlflowClient, run_id: str, final: float) -> None:
+    now = int(time.time() * 1000)
+    metrics = [Metric("test/acc", final - 10 + 5 * i, now, step) for i, step in enumerate([1, 21])]
+    metrics += [Metric("test/acc", final, now, 41), Metric("train/loss", 0.5, now, 41)]
+    metrics += [Metric("train/acc", 90.0, now, 41)]
+    client.log_batch(run_id, metrics=metrics)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(f"raysweep/{SWEEP}")
+    parent = client.create_run(
+        experiment, tags={"raysweep.sweep": SWEEP, "raysweep.role": "sweep"}
+    ).info.run_id
+    ids = {}
+
+    def finetune(source: str, subset: str, seed: int) -> str:
+        params = cell_params(source, subset, seed)
+        return child(client, experiment, parent, f"ft-{source}-{subset}-{seed}", "finetune", params)
+
+    for (source, subset, seed), final in FINAL.items():
+        key = f"ft-{source}-{subset}-{seed}"
+        run_id = finetune(source, subset, seed)
+        log_curve(client, run_id, final)
+        client.set_terminated(run_id)
+        ids[key] = run_id
+    # a stale FINISHED duplicate of one key (crash + rerun): the newer run must win
+    stale = finetune("nat", "100", 0)
+    log_curve(client, stale, 0.0)
+    client.set_terminated(stale, end_time=1)
+    # a running job and a pretrain job: neither is a fine-tuning result
+    running = finetune("nat", "100", 2)
+    log_curve(client, running, 99.0)
+    pretrain = child(client, experiment, parent, "pt-nat", "pretrain", {"source": "nat"})
+    client.log_batch(pretrain, metrics=[Metric("adv/acc", 1.0, 0, 1)])
+    client.set_terminated(pretrain)
+    return {"uri": uri, "ids": ids, "stale": stale}
+
+
+def test_sweep_runs_types_and_filters(store: dict) -> None:
+    df = sweep_runs(store["uri"], SWEEP)
+    assert len(df) == 8
+    assert set(df["run_id"]) == set(store["ids"].values())  # no stale, running or pretrain run
+    assert set(df["status"]) == {"FINISHED"}
+    assert df["seed"].dtype == "int64" and df["n_train"].dtype == "int64"
+    assert df["epochs"].dtype == "int64" and df["source_eps"].dtype == "float64"
+    assert set(df["subset_size"]) == {"100", "all"} and set(df["blocks"]) == {"3"}
+    assert set(df["source_norm"]) == {"", "l2"}
+    got = {(r.source, r.subset_size, r.seed): r.test_acc for r in df.itertuples()}
+    assert got == FINAL  # the last logged test/acc, not the max or the first
+    assert set(df["train_loss"]) == {0.5} and set(df["train_acc"]) == {90.0}
+    paged = sweep_runs(store["uri"], SWEEP, page_size=3)  # 4 pages of search_runs
+    assert paged["run_id"].tolist() == df["run_id"].tolist()
+    pretrain = sweep_runs(store["uri"], SWEEP, stage="pretrain")
+    assert pretrain["adv_acc"].tolist() == [1.0]
+
+
+def test_unknown_sweep_gives_empty_frame_with_columns(store: dict) -> None:
+    df = sweep_runs(store["uri"], "nope")
+    assert df.empty and {"run_id", "key", "seed", "blocks", "test_acc"} <= set(df.columns)
+    assert count_unfinished(store["uri"], "nope") == {}
+
+
+def test_count_unfinished_and_history(store: dict) -> None:
+    assert count_unfinished(store["uri"], SWEEP, page_size=1) == {"RUNNING": 1}
+    run_id = store["ids"]["ft-l2_3-all-1"]
+    hist = metric_history(store["uri"], [run_id, store["ids"]["ft-nat-100-0"]])
+    mine = hist[hist["run_id"] == run_id]
+    assert mine["step"].tolist() == [1, 21, 41]
+    assert mine["value"].tolist() == [75.0, 80.0, 85.0]
+    assert len(hist) == 6 and list(hist.columns) == ["run_id", "step", "value"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_cache_round_trip(store: dict, tmp_path: Path, suffix: str) -> None:
+    df = sweep_runs(store["uri"], SWEEP)
+    path = tmp_path / "sweep" / f"runs{suffix}"
+    cache_results(df, path)
+    back = load_cached(path)
+    pd.testing.assert_frame_equal(back, df, check_dtype=False)
+    assert back["subset_size"].tolist() == df["subset_size"].tolist()  # "100" stays a str
+    assert back["blocks"].map(type).eq(str).all() and back["seed"].dtype == "int64"
+
+
+def test_write_sweep_report(store: dict, tmp_path: Path) -> None:
+    paths = write_sweep_report(store["uri"], SWEEP, tmp_path / "report")
+    names = {p.name for p in paths}
+    assert paths[-1].name == "report.md"
+    assert {"accuracy_summary.csv", "gap_table.csv", "gap_table.md"} <= names
+    assert {"accuracy_vs_subset_blocks-3.png", "delta_vs_subset_blocks-3.pdf"} <= names
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    gap = pd.read_csv(tmp_path / "report" / "gap_table.csv", dtype={"subset_size": str})
+    gap = gap.set_index("subset_size")
+    assert gap.loc["100", "delta"] == pytest.approx(4.5)  # (46-40 + 47-44) / 2
+    assert gap.loc["all", "delta"] == pytest.approx(2.0)  # (81-80 + 85-82) / 2
+    s = math.sqrt(((6 - 4.5) ** 2 + (3 - 4.5) ** 2) / 1)  # sample sd of deltas 6 and 3
+    assert gap.loc["100", "ci95"] == pytest.approx(12.706204736174707 * s / math.sqrt(2))
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "finished fine-tuning runs: **8** (other runs, not counted: RUNNING: 1)" in report
+    assert "![accuracy_vs_subset_blocks-3](accuracy_vs_subset_blocks-3.png)" in report
+    assert "| svhn | 100 | **46.50 ± 6.35 (n=2)** | 42.00 ± 25.41 (n=2) |" in report
+    assert "+4.50 ± 19.06 (n=2)" in report
+
+
+def test_report_without_runs_raises(store: dict, tmp_path: Path) -> None:
+    message = "sweep 'nope' has no finished fine-tuning runs yet: run `raysweep status nope`"
+    with pytest.raises(NothingToAnalyze) as info:
+        write_sweep_report(store["uri"], "nope", tmp_path)
+    assert str(info.value) == message
+    assert not any(tmp_path.iterdir())
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("accuracy_vs_subset", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_main(store: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    script = load_script()
+    args = ["--tracking-uri", store["uri"], "--sweep", SWEEP, "--out", str(tmp_path)]
+    assert script.main([*args, "--blocks", "3"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(tmp_path / "delta_vs_subset_blocks-3.png") in printed
+    assert (tmp_path / "gap_table.md").exists()
+    assert script.main([*args, "--blocks", "9"]) == 2
+    assert "valid: 3" in capsys.readouterr().err
+    assert script.main(["--tracking-uri", store["uri"], "--sweep", "x", "--out", "y"]) == 2
