@@ -61,8 +61,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"sweep '{args.name}' is tracked on {uri}: open that address in a browser")
         return 0
     command = [
-        sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-        "--host", "127.0.0.1", "--port", str(args.port),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
     ]
     print(f"MLflow UI for '{args.name}' on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
     return subprocess.call(command)
@@ -71,11 +79,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="sweep name (default: the spec's name)")
     parser.add_argument("--address", help="Ray cluster to attach to: auto or ray://host:10001")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite file in the "
-                        "sweep folder)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: SQLite file in the sweep folder)"
+    )
     parser.add_argument("--retry-failed", action="store_true", help="run FAILED jobs again")
-    parser.add_argument("--extend", action="store_true",
-                        help="allow a changed spec that only adds jobs to an existing sweep")
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="allow a changed spec that only adds jobs to an existing sweep",
+    )
 
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
@@ -93,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text)
         if name in ("plan", "launch"):
-            command.add_argument("spec", help="sweep spec (YAML), e.g. search_spaces/quickstart.yaml")
+            command.add_argument(
+                "spec", help="sweep spec (YAML), e.g. search_spaces/quickstart.yaml"
+            )
         if name == "launch":
             add_launch_options(command)
         if name == "ui":
@@ -114,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"raysweep: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("raysweep: interrupted; `raysweep launch` the same spec again to finish", file=sys.stderr)
+        print(
+            "raysweep: interrupted; `raysweep launch` the same spec again to finish",
+            file=sys.stderr,
+        )
         return 130
 
 

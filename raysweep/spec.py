@@ -174,8 +174,10 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec; every problem raises a one-line :class:`SpecError`."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError(f"{path}: no such spec file; give the path of a YAML file such as "
-                        "search_spaces/quickstart.yaml")
+        raise SpecError(
+            f"{path}: no such spec file; give the path of a YAML file such as "
+            "search_spaces/quickstart.yaml"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -206,7 +208,9 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     pretrain = sections.read_pretrain(r, top["pretrain"]) if "pretrain" in top else None
     targets = sections.read_targets(r, top["targets"])
     finetune = sections.read_finetune(r, top["finetune"])
-    every_target = tuple(dict.fromkeys(targets + tuple(t for s in sources for t in s.targets or ())))
+    every_target = tuple(
+        dict.fromkeys(targets + tuple(t for s in sources for t in s.targets or ()))
+    )
     sizes = sections.read_subset_sizes(r, top["subset_sizes"], every_target)
     seeds = sections.read_seeds(r, top.get("seeds"), finetune)
     blocks = sections.read_blocks(r, top["blocks"])

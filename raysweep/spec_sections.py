@@ -38,7 +38,9 @@ def _registry(kind: str) -> list[str]:
 
 def read_attack(r: Reader, raw: Any, where: str) -> AttackSpec:
     a = r.mapping(
-        raw, where, required=("norm", "eps", "steps"),
+        raw,
+        where,
+        required=("norm", "eps", "steps"),
         optional=("step_size", "step_scale", "random_start", "kind"),
     )
     if "step_size" in a and "step_scale" in a:
@@ -50,8 +52,10 @@ def read_attack(r: Reader, raw: Any, where: str) -> AttackSpec:
         step = r.number(a["step_size"], f"{where}.step_size", minimum=0.0, strict_minimum=True)
     else:
         scale = r.number(
-            a.get("step_scale", DEFAULT_STEP_SCALE), f"{where}.step_scale",
-            minimum=0.0, strict_minimum=True,
+            a.get("step_scale", DEFAULT_STEP_SCALE),
+            f"{where}.step_scale",
+            minimum=0.0,
+            strict_minimum=True,
         )
         step = scale * eps / steps
     start = r.boolean(a.get("random_start", True), f"{where}.random_start")
@@ -83,7 +87,9 @@ def read_sources(r: Reader, raw: Any) -> tuple[SourceSpec, ...]:
     for i, item in enumerate(r.sequence(raw, "sources")):
         where = f"sources[{i}]"
         s = r.mapping(
-            item, where, required=("name", "architecture", "dataset", "training"),
+            item,
+            where,
+            required=("name", "architecture", "dataset", "training"),
             optional=("checkpoint", "targets"),
         )
         sources.append(
@@ -97,7 +103,9 @@ def read_sources(r: Reader, raw: Any) -> tuple[SourceSpec, ...]:
                 checkpoint=r.text(s["checkpoint"], f"{where}.checkpoint")
                 if "checkpoint" in s
                 else None,
-                targets=read_targets(r, s["targets"], f"{where}.targets") if "targets" in s else None,
+                targets=read_targets(r, s["targets"], f"{where}.targets")
+                if "targets" in s
+                else None,
             )
         )
     r.unique([s.name for s in sources], "sources[].name")
@@ -106,7 +114,9 @@ def read_sources(r: Reader, raw: Any) -> tuple[SourceSpec, ...]:
 
 def read_optimizer(r: Reader, raw: Any, where: str) -> OptimizerSpec:
     o = r.mapping(
-        raw, where, required=("lr",),
+        raw,
+        where,
+        required=("lr",),
         optional=("name", "momentum", "weight_decay", "batch_size", "nesterov"),
     )
     r.choice(o.get("name", "sgd"), f"{where}.name", ("sgd",))
@@ -120,8 +130,10 @@ def read_optimizer(r: Reader, raw: Any, where: str) -> OptimizerSpec:
 
 
 def read_milestones(r: Reader, raw: Any, where: str, epochs: int) -> tuple[int, ...]:
-    values = [r.integer(v, f"{where}[{i}]", minimum=1) for i, v in enumerate(
-        r.sequence(raw, where, nonempty=False))]
+    values = [
+        r.integer(v, f"{where}[{i}]", minimum=1)
+        for i, v in enumerate(r.sequence(raw, where, nonempty=False))
+    ]
     if values != sorted(set(values)):
         raise r.fail(where, f"must be strictly increasing epochs, got {values}")
     if values and values[-1] >= epochs:
@@ -131,15 +143,18 @@ def read_milestones(r: Reader, raw: Any, where: str, epochs: int) -> tuple[int, 
 
 def read_pretrain(r: Reader, raw: Any) -> PretrainSpec:
     p = r.mapping(
-        raw, "pretrain", required=("epochs", "optimizer"),
+        raw,
+        "pretrain",
+        required=("epochs", "optimizer"),
         optional=("lr_milestones", "lr_decay", "augment", "eval_attack", "seed"),
     )
     epochs = r.integer(p["epochs"], "pretrain.epochs", minimum=1)
     return PretrainSpec(
         epochs=epochs,
         optimizer=read_optimizer(r, p["optimizer"], "pretrain.optimizer"),
-        lr_milestones=read_milestones(r, p.get("lr_milestones", []), "pretrain.lr_milestones",
-                                      epochs),
+        lr_milestones=read_milestones(
+            r, p.get("lr_milestones", []), "pretrain.lr_milestones", epochs
+        ),
         lr_decay=r.number(p.get("lr_decay", 0.1), "pretrain.lr_decay", minimum=0.0, maximum=1.0),
         augment=r.choice(p.get("augment", "flip_crop"), "pretrain.augment", AUGMENTATIONS),
         eval_attack=read_attack(r, p["eval_attack"], "pretrain.eval_attack")
@@ -167,11 +182,17 @@ def read_subset_sizes(r: Reader, raw: Any, targets: tuple[str, ...]) -> tuple[in
         for target in targets:
             info = dataset_info(target)
             if size > info.train_size:
-                raise r.fail(f"subset_sizes[{i}]", f"{size} exceeds the {info.train_size} "
-                             f"training images of '{target}'; use a smaller size or 'all'")
+                raise r.fail(
+                    f"subset_sizes[{i}]",
+                    f"{size} exceeds the {info.train_size} "
+                    f"training images of '{target}'; use a smaller size or 'all'",
+                )
             if size < info.num_classes:
-                raise r.fail(f"subset_sizes[{i}]", f"{size} is smaller than the "
-                             f"{info.num_classes} classes of '{target}' (every label needs an image)")
+                raise r.fail(
+                    f"subset_sizes[{i}]",
+                    f"{size} is smaller than the "
+                    f"{info.num_classes} classes of '{target}' (every label needs an image)",
+                )
         sizes.append(size)
     return tuple(r.unique(sizes, "subset_sizes"))
 
@@ -180,8 +201,9 @@ def read_seeds(r: Reader, raw: Any, finetune: FinetuneSpec) -> tuple[int, ...] |
     per_rule = [rule.seeds is not None for rule in finetune.rules]
     if raw is None:
         if not all(per_rule):
-            raise r.fail("seeds", "missing: give seeds (a count or a list) here or in every "
-                         "finetune rule")
+            raise r.fail(
+                "seeds", "missing: give seeds (a count or a list) here or in every finetune rule"
+            )
         return None
     if any(per_rule):
         raise r.fail("seeds", "given both here and in finetune rules; give them in one place")
@@ -206,7 +228,9 @@ def read_rules(r: Reader, raw: Any) -> tuple[RuleSpec, ...]:
     for i, item in enumerate(r.sequence(raw, "finetune.rules")):
         where = f"finetune.rules[{i}]"
         d = r.mapping(
-            item, where, required=("epochs",),
+            item,
+            where,
+            required=("epochs",),
             optional=("up_to", "eval_every", "lr_milestones", "seeds"),
         )
         epochs = r.integer(d["epochs"], f"{where}.epochs", minimum=1)
@@ -233,7 +257,9 @@ def read_rules(r: Reader, raw: Any) -> tuple[RuleSpec, ...]:
 
 def read_finetune(r: Reader, raw: Any) -> FinetuneSpec:
     f = r.mapping(
-        raw, "finetune", required=("optimizer", "rules"),
+        raw,
+        "finetune",
+        required=("optimizer", "rules"),
         optional=("lr_decay", "augment", "update_frozen_bn_stats", "head_init", "normalization"),
     )
     return FinetuneSpec(

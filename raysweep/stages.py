@@ -57,8 +57,11 @@ def run_pretrain_stage(
     import ray
 
     pending_keys = {job.key for job in pending}
-    to_run = [job for job in plan.jobs["pretrain"]
-              if job.key in pending_keys or ctx.store.read_record(job.key) is None]
+    to_run = [
+        job
+        for job in plan.jobs["pretrain"]
+        if job.key in pending_keys or ctx.store.read_record(job.key) is None
+    ]
     ready = {job.key for job in plan.jobs["pretrain"]} - {job.key for job in to_run}
     outcome.ran["pretrain"], outcome.failed["pretrain"] = 0, []
     if not to_run:

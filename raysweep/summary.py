@@ -1,4 +1,4 @@
-"""The last stage of a launch: figures and tables from MLflow, saved and logged on the parent run."""
+"""The last stage of a launch: figures and tables, saved and logged on the parent run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from raysweep.sweepdir import SweepDir
 from raysweep.tracking import SweepTracker
 
 
-def report_sweep(tracker: SweepTracker, sweep: SweepDir, write: Callable[[str], None]) -> list[Path]:
+def report_sweep(
+    tracker: SweepTracker, sweep: SweepDir, write: Callable[[str], None]
+) -> list[Path]:
     """Write the report under the sweep folder and attach every file to the parent run."""
     from raysweep.analysis.report import NothingToAnalyze, write_sweep_report
 

@@ -149,8 +149,9 @@ class SweepTracker:
         A run left RUNNING by a crashed driver (or FAILED earlier) would otherwise sit beside
         the run that the retry creates. Deleted runs stay restorable in MLflow's trash.
         """
-        stale = self.runs(f"tags.`{ROLE_TAG}` = 'job'", statuses=("RUNNING", "SCHEDULED",
-                                                                   "FAILED", "KILLED"))
+        stale = self.runs(
+            f"tags.`{ROLE_TAG}` = 'job'", statuses=("RUNNING", "SCHEDULED", "FAILED", "KILLED")
+        )
         retired = 0
         for run in stale:
             if run.data.tags.get(KEY_TAG) in keys:

@@ -63,7 +63,9 @@ class Reader:
             try:
                 value = float(Fraction(value.replace(" ", "")))
             except (ValueError, ZeroDivisionError):
-                raise self.fail(where, f"must be a number such as 0.5 or 8/255, got {value!r}")
+                raise self.fail(
+                    where, f"must be a number such as 0.5 or 8/255, got {value!r}"
+                ) from None
         if not isinstance(value, int | float):
             raise self.fail(where, f"must be a number, got {type(value).__name__}")
         number = float(value)

@@ -66,9 +66,7 @@ def cached_source(path: str) -> TransferNet:
 
 
 def make_prepare(model: TransferNet) -> Callable[[torch.Tensor], torch.Tensor]:
-    return functools.partial(
-        to_model_input, size=model.input_size, channels=model.input_channels
-    )
+    return functools.partial(to_model_input, size=model.input_size, channels=model.input_channels)
 
 
 def make_augment(kind: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
@@ -81,15 +79,21 @@ def attack_config(raw: dict[str, Any] | None) -> PGDConfig | None:
     if raw is None:
         return None
     return PGDConfig(
-        norm=raw["norm"], eps=raw["eps"], steps=raw["steps"], step_size=raw["step_size"],
+        norm=raw["norm"],
+        eps=raw["eps"],
+        steps=raw["steps"],
+        step_size=raw["step_size"],
         random_start=raw["random_start"],
     )
 
 
 def optim_config(raw: dict[str, Any]) -> OptimConfig:
     return OptimConfig(
-        lr=raw["lr"], momentum=raw["momentum"], weight_decay=raw["weight_decay"],
-        batch_size=raw["batch_size"], nesterov=raw["nesterov"],
+        lr=raw["lr"],
+        momentum=raw["momentum"],
+        weight_decay=raw["weight_decay"],
+        batch_size=raw["batch_size"],
+        nesterov=raw["nesterov"],
     )
 
 
@@ -126,7 +130,11 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
     p = config["pretrain"]
     history: list[dict[str, Any]] = []
     final = pretrain(
-        model, train.images, train.labels, test.images, test.labels,
+        model,
+        train.images,
+        train.labels,
+        test.images,
+        test.labels,
         kind=training_kind(config["training"]),
         optim=optim_config(p["optimizer"]),
         schedule=ScheduleConfig(
@@ -178,12 +186,17 @@ def finetune_job(
     base = {"n_train": len(indices)}
     try:
         finetune(
-            model, train.images[index], train.labels[index], test.images, test.labels,
+            model,
+            train.images[index],
+            train.labels[index],
+            test.images,
+            test.labels,
             blocks=job["blocks"],
             update_frozen_bn_stats=job["update_frozen_bn_stats"],
             optim=optim_config(job["optimizer"]),
             schedule=ScheduleConfig(
-                epochs=job["epochs"], milestones=tuple(job["lr_milestones"]),
+                epochs=job["epochs"],
+                milestones=tuple(job["lr_milestones"]),
                 decay=job["lr_decay"],
             ),
             eval_epochs=job["eval_epochs"],

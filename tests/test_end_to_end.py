@@ -18,19 +18,33 @@ pytestmark = pytest.mark.slow
 MICRO = {
     "name": "micro",
     "sources": [
-        {"name": "natural", "architecture": "small_cnn", "dataset": "textures",
-         "training": {"kind": "natural"}},
-        {"name": "linf", "architecture": "small_cnn", "dataset": "textures",
-         "training": {"kind": "pgd", "norm": "linf", "eps": "8/255", "steps": 2}},
+        {
+            "name": "natural",
+            "architecture": "small_cnn",
+            "dataset": "textures",
+            "training": {"kind": "natural"},
+        },
+        {
+            "name": "linf",
+            "architecture": "small_cnn",
+            "dataset": "textures",
+            "training": {"kind": "pgd", "norm": "linf", "eps": "8/255", "steps": 2},
+        },
     ],
-    "pretrain": {"epochs": 1, "optimizer": {"lr": 0.05, "batch_size": 128},
-                 "augment": "none", "eval_attack": {"norm": "linf", "eps": "8/255", "steps": 2}},
+    "pretrain": {
+        "epochs": 1,
+        "optimizer": {"lr": 0.05, "batch_size": 128},
+        "augment": "none",
+        "eval_attack": {"norm": "linf", "eps": "8/255", "steps": 2},
+    },
     "targets": ["digits", "shapes_outline"],
     "subset_sizes": [50, 100],
     "seeds": 2,
     "blocks": [0, 1],
-    "finetune": {"optimizer": {"lr": 0.05, "batch_size": 32},
-                 "rules": [{"up_to": "all", "epochs": 3, "eval_every": 2}]},
+    "finetune": {
+        "optimizer": {"lr": 0.05, "batch_size": 32},
+        "rules": [{"up_to": "all", "epochs": 3, "eval_every": 2}],
+    },
     "resources": {"cpu": 1},
 }
 
