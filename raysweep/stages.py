@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +72,10 @@ def run_pretrain_stage(
     task = ray.remote(pretrain_source).options(num_cpus=cpus, max_retries=2)
     context = WorkerContext(**{**asdict(ctx), "threads": cpus})
     refs = {task.remote(job.key, job.config, context): job for job in to_run}
+    write(
+        f"[pretrain] {len(to_run)} source(s) as Ray tasks, {cpus} CPU each: "
+        + ", ".join(job.name for job in to_run)
+    )
     progress = Progress("pretrain", len(refs), write=write, every_s=0.0)
     while refs:
         done, _ = ray.wait(list(refs), num_returns=1)
@@ -104,6 +110,18 @@ def total_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+@contextlib.contextmanager
+def quiet_result_loading() -> Iterator[None]:
+    """Tune's result grid warns for every trial without result.json; MLflow is our record."""
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def experiment_name(jobs: list[Job]) -> str:
     digest = hashlib.sha256("".join(sorted(j.key for j in jobs)).encode()).hexdigest()[:10]
     return f"finetune-{digest}"
@@ -129,6 +147,10 @@ def run_finetune_stage(
         return
     progress = Progress("finetune", len(jobs), write=write)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    write(
+        f"[finetune] {len(jobs)} trials on Ray Tune, {resources['cpu']:g} CPU / "
+        f"{resources['gpu']:g} GPU each"
+    )
     trainable = tune.with_resources(finetune_trainable, resources)
     for start in range(0, len(jobs), TRIALS_PER_EXPERIMENT):
         chunk = jobs[start : start + TRIALS_PER_EXPERIMENT]
@@ -152,7 +174,8 @@ def run_finetune_stage(
                 failure_config=tune.FailureConfig(max_failures=2),
             ),
         )
-        tuner.fit()
+        with quiet_result_loading():
+            tuner.fit()
         outcome.failed["finetune"].extend(
             f"{recorder.jobs[k].name}: {reason}" for k, reason in recorder.failures.items()
         )

@@ -1,31 +1,37 @@
 """The dataset registry: one name -> one DatasetInfo and one loader.
 
 Built-ins (``shapes``, ``shapes_outline``, ``textures``, ``digits``) need no files; the
-others are read from ``data_root`` in torchvision's layouts (see ``files.py``).
+others are read from ``data_root`` in torchvision's layouts (see ``files.py``). Variants
+(``caltech101_lowres``, ``caltech101_lowpass``; see ``variants.py``) load their base dataset and
+transform its images; they keep the base's facts (classes, size, statistics) under their name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from raysweep.data.builtin import BUILTIN_NAMES, SPLITS, builtin_info, load_builtin
 from raysweep.data.files import FILE_INFOS, load_file_dataset
 from raysweep.data.info import ArrayDataset, DatasetInfo
+from raysweep.data.variants import VARIANTS
 
 
 def dataset_names() -> list[str]:
     """Every registered dataset name, built-ins first."""
-    return [*BUILTIN_NAMES, *FILE_INFOS]
+    return [*BUILTIN_NAMES, *FILE_INFOS, *VARIANTS]
 
 
 def _check_name(name: str) -> None:
-    if name not in BUILTIN_NAMES and name not in FILE_INFOS:
+    if name not in BUILTIN_NAMES and name not in FILE_INFOS and name not in VARIANTS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}")
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Static facts about ``name``; for a built-in this generates (and caches) its train split."""
     _check_name(name)
+    if name in VARIANTS:
+        return dataclasses.replace(dataset_info(VARIANTS[name][0]), name=name)
     return builtin_info(name) if name in BUILTIN_NAMES else FILE_INFOS[name]
 
 
@@ -47,6 +53,10 @@ def load_dataset(
         raise ValueError(
             f"unknown split {split!r} for dataset '{name}'; valid: {', '.join(SPLITS)}"
         )
+    if name in VARIANTS:
+        base, transform = VARIANTS[name]
+        data = load_dataset(base, split, data_root=data_root, download=download)
+        return ArrayDataset(transform(data.images), data.labels, dataset_info(name))
     if name in BUILTIN_NAMES:
         return load_builtin(name, split)
     return load_file_dataset(name, split, data_root, download)

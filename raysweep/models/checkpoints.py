@@ -3,22 +3,34 @@
 A checkpoint is ``{"format", "arch", "num_classes", "mean", "std", "state_dict", "meta"}``,
 enough to rebuild the :class:`TransferNet` through the architecture registry. The reference
 code's checkpoints needed pickle/dill of old library versions; these need nothing but torch.
-Foreign formats (MadryLab robustness dicts with ``model``/``optimizer``/``epoch``) get their own
-reader in ``_READERS`` later; they are recognised here so the error says what they are.
+MadryLab robustness files (dicts with ``model``/``optimizer``/``schedule``/``epoch``) and plain
+torchvision state dicts are read by :mod:`raysweep.models.published`, which needs the
+architecture and target statistics; ``load_checkpoint`` recognises them so its error says so.
+
+Every file is opened with :func:`load_weights_only`: ``torch.load(weights_only=True)`` with a
+small, scoped allowlist of inert data types (see ``SAFE_EXTRA_GLOBALS``) that files written by
+old torch/dill versions carry next to their tensors. Nothing else is ever unpickled.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from raysweep.models.net import TransferNet
 from raysweep.models.registry import build_model
+
+try:
+    from numpy._core import multiarray as _np_multiarray
+except ImportError:  # numpy < 2
+    from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
 
 FORMAT = "raysweep/transfernet-v1"
 _META_LEAVES = (str, int, float, bool, type(None))
@@ -27,6 +39,50 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be turned back into a model."""
+
+
+def _numpy_data_types() -> list[Any]:
+    """numpy scalar/array reconstruction, under numpy 2 names and the numpy 1 names old files use.
+
+    ``weights_only`` refuses these by default (measured: ``np.float64`` in a checkpoint fails
+    with "Unsupported global: GLOBAL numpy._core.multiarray.scalar", then on BUILD of
+    ``numpy.dtypes.Float64DType``). Each only rebuilds a number or a numeric array from bytes;
+    object, string and datetime dtypes stay refused.
+    """
+    dtype_classes = {type(np.dtype(c)) for c in np.typecodes["All"] if c not in "OSUVMm"}
+    found: list[Any] = [np.dtype, np.ndarray, *sorted(dtype_classes, key=lambda t: t.__name__)]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(_np_multiarray, name)
+        found += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
+    return found
+
+
+# Inert types that files from old torch/dill versions carry in their non-tensor entries
+# (numbers as numpy scalars, training arguments as an ``argparse.Namespace``: an attribute bag
+# whose attributes are unpickled under the same restrictions). Functions, lambdas and arbitrary
+# classes stay refused, so a crafted file cannot run code.
+SAFE_EXTRA_GLOBALS: list[Any] = [*_numpy_data_types(), argparse.Namespace]
+# How torch's weights-only unpickler names what it refused (a global, or a type to BUILD).
+_REFUSED = re.compile(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>")
+
+
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU with ``SAFE_EXTRA_GLOBALS`` allowed.
+
+    The allowlist is scoped to this call (``safe_globals``), not added process-wide.
+    """
+    with torch.serialization.safe_globals(SAFE_EXTRA_GLOBALS):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """One-line reason for a failed :func:`load_weights_only`, naming a refused global."""
+    refused = _REFUSED.search(str(exc))
+    if refused:
+        name = refused.group(1) or refused.group(2)
+        return f"it needs {name}, which is not loaded for safety"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def _check_meta(value: Any, where: str = "meta") -> None:
@@ -71,15 +127,19 @@ def save_checkpoint(path: Path, model: TransferNet, meta: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def one_line(reason: str, limit: int = 160) -> str:
+    """``reason`` on one line: torch's messages can be multi-line and carry colour codes."""
+    return " ".join(_ANSI.sub("", reason).split())[:limit]
+
+
 def _unreadable(path: Path, reason: str) -> CheckpointError:
-    # torch's messages can be multi-line and carry terminal colour codes.
-    reason = " ".join(_ANSI.sub("", reason).split())[:160]
     return CheckpointError(
-        f"checkpoint {path} is unreadable ({reason}): delete it and rerun to rebuild it"
+        f"checkpoint {path} is unreadable ({one_line(reason)}): delete it and rerun to rebuild it"
     )
 
 
-def _read_raysweep(path: Path, obj: dict) -> tuple[TransferNet, dict]:
+def read_raysweep(path: Path, obj: dict) -> tuple[TransferNet, dict]:
+    """Rebuild a model from an already loaded raysweep checkpoint ``obj`` (read from ``path``)."""
     try:
         model = build_model(obj["arch"], int(obj["num_classes"]), obj["mean"], obj["std"])
         model.load_state_dict(obj["state_dict"], strict=True)
@@ -88,14 +148,35 @@ def _read_raysweep(path: Path, obj: dict) -> tuple[TransferNet, dict]:
     return model, dict(obj.get("meta", {}))
 
 
-_READERS: dict[str, Callable[[Path, dict], tuple[TransferNet, dict]]] = {FORMAT: _read_raysweep}
+_READERS: dict[str, Callable[[Path, dict], tuple[TransferNet, dict]]] = {FORMAT: read_raysweep}
+
+
+def is_robustness_checkpoint(obj: object) -> bool:
+    """MadryLab robustness layout: ``{"model": {"module.…": tensor}, "epoch": …, …}``."""
+    return (
+        isinstance(obj, dict)
+        and {"model", "epoch"} <= set(obj)
+        and isinstance(obj["model"], dict)
+        and all(isinstance(k, str) and k.startswith("module.") for k in obj["model"])
+    )
+
+
+def is_torchvision_state_dict(obj: object) -> bool:
+    """A bare torchvision ResNet ``state_dict``: tensors under ``conv1.weight``, ``layer1.…``."""
+    return (
+        isinstance(obj, dict)
+        and "conv1.weight" in obj
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def _detect_format(obj: object) -> str:
     if isinstance(obj, dict) and obj.get("format") in _READERS:
         return str(obj["format"])
-    if isinstance(obj, dict) and {"model", "epoch"} <= set(obj):
-        return "MadryLab robustness checkpoint, not supported yet"
+    if is_robustness_checkpoint(obj):
+        return "MadryLab robustness checkpoint; read it with raysweep.models.published"
+    if is_torchvision_state_dict(obj):
+        return "torchvision state_dict; read it with raysweep.models.published"
     return f"not a raysweep checkpoint: {type(obj).__name__}"
 
 
@@ -111,10 +192,9 @@ def load_checkpoint(path: Path) -> tuple[TransferNet, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path)
     except Exception as exc:  # torch raises many exception types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise _unreadable(path, f"{type(exc).__name__}: {first}") from exc
+        raise _unreadable(path, load_error_reason(exc)) from exc
     fmt = _detect_format(obj)
     if fmt not in _READERS:
         raise _unreadable(path, fmt)

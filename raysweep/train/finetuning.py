@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from raysweep.models.freeze import configure_trainable, frozen_prefix_length, set_finetune_mode
 from raysweep.models.net import TransferNet
-from raysweep.train.attacks import eval_mode
+from raysweep.train.attacks import PGDConfig, eval_mode
 from raysweep.train.common import (
     Augment,
     EpochCallback,
@@ -33,6 +33,7 @@ from raysweep.train.common import (
     Prepare,
     RunningMetrics,
     ScheduleConfig,
+    evaluate,
     make_sgd,
     model_device,
     set_lr,
@@ -152,6 +153,21 @@ def _test_accuracy(model: TransferNet, inputs: _StageInputs, y: Tensor) -> float
     return 100.0 * correct / len(y)
 
 
+def _test_metrics(
+    model: TransferNet,
+    inputs: _StageInputs,
+    x: Tensor,
+    y: Tensor,
+    attack: PGDConfig | None,
+    seed: int,
+) -> dict[str, float]:
+    """``test/acc`` from the (cached) prefix outputs; ``adv/acc`` through the whole network."""
+    metrics = {"test/acc": _test_accuracy(model, inputs, y)}
+    if attack is not None:
+        metrics["adv/acc"] = evaluate(model, x, y, prepare=inputs.prepare, attack=attack, seed=seed)
+    return metrics
+
+
 def _train_epoch(
     model: TransferNet,
     inputs: _StageInputs,
@@ -198,13 +214,18 @@ def finetune(
     on_eval: EpochCallback | None = None,
     state: FinetuneState | None = None,
     on_epoch_end: Callable[[FinetuneState], None] | None = None,
+    eval_attack: PGDConfig | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``model`` in place; returns the final epoch's metrics.
 
     At each epoch in ``eval_epochs`` (the final epoch is always added) ``on_eval(epoch, m)``
     gets ``m = {"train/loss", "train/acc", "train/lr", "test/acc"}``: the running mean loss
     and accuracy (%) of that epoch's training batches and the test accuracy (%) in eval mode.
-    Deterministic given ``seed``: shuffling and augmentation draw from one generator.
+    With ``eval_attack``, ``m["adv/acc"]`` is the test accuracy (%) under that PGD attack,
+    run through the whole network (the attack needs input gradients, so the cached frozen
+    prefix cannot be used). Deterministic given ``seed``: shuffling and augmentation draw from
+    one generator; the attack's random starts from its own, seeded by ``seed`` at every
+    evaluation, so adding an attack changes no training metric.
     """
     evals = _check_eval_epochs(eval_epochs, schedule.epochs)
     if len(train_y) == 0 or len(test_y) == 0:
@@ -227,7 +248,7 @@ def finetune(
         )
         if epoch in evals:
             metrics = {**running, "train/lr": lr}
-            metrics["test/acc"] = _test_accuracy(model, test_in, test_y)
+            metrics.update(_test_metrics(model, test_in, test_x, test_y, eval_attack, seed))
             if on_eval is not None:
                 on_eval(epoch, dict(metrics))
         if on_epoch_end is not None:
