@@ -52,6 +52,24 @@ def cmd_launch(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from raysweep.sweepdir import SweepDir, resolve_root
+
+    sweep = SweepDir(resolve_root(args.root), args.name)
+    state = sweep.read_state()
+    args.spec, args.tracking_uri, args.extend = str(sweep.spec_copy), state["tracking_uri"], False
+    return cmd_launch(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from raysweep.status import sweep_status
+    from raysweep.sweepdir import SweepDir, resolve_root
+
+    status = sweep_status(SweepDir(resolve_root(args.root), args.name))
+    print(status.render())
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.sweepdir import SweepDir, resolve_root
 
@@ -93,6 +111,8 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "plan": ("print the jobs per stage without running anything", cmd_plan),
     "launch": ("run every job of a spec that is not done yet", cmd_launch),
+    "resume": ("finish a sweep: run what is missing (FAILED jobs with --retry-failed)", cmd_resume),
+    "status": ("done / running / failed / pending jobs per stage, and why jobs failed", cmd_status),
     "ui": ("start the MLflow UI for a sweep on 127.0.0.1", cmd_ui),
 }
 
@@ -110,8 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "launch":
             add_launch_options(command)
-        if name == "ui":
+        if name in ("resume", "status", "ui"):
             command.add_argument("name", help="sweep name")
+        if name == "resume":
+            command.add_argument("--address", help="Ray cluster to attach to")
+            command.add_argument(
+                "--retry-failed", action="store_true", help="run FAILED jobs again"
+            )
+        if name == "ui":
             command.add_argument("--port", type=int, default=5000)
     return parser
 

@@ -59,11 +59,15 @@ def run_pretrain_stage(
     import ray
 
     pending_keys = {job.key for job in pending}
-    to_run = [
-        job
-        for job in plan.jobs["pretrain"]
-        if job.key in pending_keys or ctx.store.read_record(job.key) is None
-    ]
+    to_run = sorted(
+        (
+            job
+            for job in plan.jobs["pretrain"]
+            if job.key in pending_keys or ctx.store.read_record(job.key) is None
+        ),
+        key=attack_cost,
+        reverse=True,
+    )
     ready = {job.key for job in plan.jobs["pretrain"]} - {job.key for job in to_run}
     outcome.ran["pretrain"], outcome.failed["pretrain"] = 0, []
     if not to_run:
@@ -95,6 +99,12 @@ def run_pretrain_stage(
         ready.add(job.key)
         progress.tick()
     return ready
+
+
+def attack_cost(job: Job) -> int:
+    """Forward-backward passes per batch: adversarial sources go first, they take longest."""
+    attack = job.config["training"].get("attack")
+    return 1 + (attack["steps"] if attack else 0)
 
 
 def one_line(error: BaseException) -> str:

@@ -117,3 +117,30 @@ def test_relaunch_redoes_nothing(micro_sweep: dict) -> None:
     assert again.skipped == {"pretrain": 2, "finetune": 32}
     _, runs = job_runs(micro_sweep["root"])
     assert len(runs) == 34
+
+
+def test_store_reuses_a_trained_source_without_training(micro_sweep: dict) -> None:
+    from raysweep.workers import WorkerContext, pretrain_source
+
+    job = make_plan(load_spec(micro_sweep["spec"])).jobs["pretrain"][1]
+    ctx = WorkerContext(
+        store_root=str(micro_sweep["root"] / "store"), data_root=None, download=False, threads=1
+    )
+    record = pretrain_source(job.key, job.config, ctx)
+    assert record["reused"] is True
+    client, runs = job_runs(micro_sweep["root"])
+    run = next(r for r in runs if r.data.tags[KEY_TAG] == job.key)
+    logged = client.get_metric_history(run.info.run_id, "adv/acc")
+    assert [m.value for m in logged] == pytest.approx([row["adv/acc"] for row in record["history"]])
+
+
+def test_status_and_resume(micro_sweep: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    from raysweep.cli import main
+
+    root = str(micro_sweep["root"])
+    assert main(["--root", root, "status", "micro"]) == 0
+    out = capsys.readouterr().out
+    assert "pretrain          2        0        0        0        2" in out
+    assert "finetune         32        0        0        0       32" in out
+    assert main(["--root", root, "resume", "micro"]) == 0
+    assert "finetune  ran      0  skipped (done)     32" in capsys.readouterr().out

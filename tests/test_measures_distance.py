@@ -10,6 +10,7 @@ import ot
 import pytest
 import torch
 from scipy.stats import wasserstein_distance
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from raysweep.data.info import ArrayDataset, DatasetInfo
@@ -25,10 +26,12 @@ from raysweep.models.net import Normalize, TransferNet
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    # Two intra-op threads on a busy 2-core machine slow tiny ops down by an order of magnitude.
+    # Two spinning threads (torch, OpenMP, OpenBLAS) on a busy 2-core machine slow tiny ops
+    # down 10-50x (a 1290x1290 eigh: 17 s instead of 0.35 s).
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):
+        yield
     torch.set_num_threads(old)
 
 

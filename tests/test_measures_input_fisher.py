@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.special import rel_entr
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from raysweep.measures.input_fisher import (
@@ -26,10 +27,12 @@ from raysweep.models.net import Normalize, TransferNet
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    # Two intra-op threads on a busy 2-core machine slow tiny ops down by an order of magnitude.
+    # Two spinning threads (torch, OpenMP, OpenBLAS) on a busy 2-core machine slow tiny ops
+    # down 10-50x (a 1290x1290 eigh: 17 s instead of 0.35 s).
     old = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):
+        yield
     torch.set_num_threads(old)
 
 

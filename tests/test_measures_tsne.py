@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from raysweep.measures.tsne import plot_tsne, tsne_embedding
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # scikit-learn's Barnes-Hut t-SNE runs on OpenMP: two spinning threads on a busy 2-core
+    # machine made a 45-point embedding take minutes instead of 0.2 s.
+    with threadpool_limits(limits=1):
+        yield
 
 
 def _features(seed: int) -> tuple[np.ndarray, np.ndarray]:

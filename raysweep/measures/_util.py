@@ -29,11 +29,6 @@ def frozen(model: nn.Module) -> Iterator[None]:
                 p.requires_grad_(flag)
 
 
-def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    p = next(model.parameters())
-    return p.dtype, p.device
-
-
 def batched_features(model: nn.Module, x: Tensor, batch_size: int = 256) -> Tensor:
     """``model.features`` of ``x`` (float [0, 1]) in eval mode, batch by batch, no autograd."""
     if batch_size < 1:
@@ -49,5 +44,6 @@ def l2_normalised(g: Tensor) -> Tensor:
 
 
 def check_positive_int(name: str, value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer >= 1."""
     if int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")

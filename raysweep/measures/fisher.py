@@ -64,7 +64,10 @@ class _Variational:
             )
         else:
             var = F.linear(inp.pow(2), self.expanded_var())
-        eps = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=out.device)
+        # Draw where the generator lives (a CPU generator may drive a GPU model).
+        where = generator.device if generator is not None else out.device
+        eps = torch.randn(out.shape, generator=generator, dtype=out.dtype, device=where)
+        eps = eps.to(out.device)
         return out + (var + 1e-20).sqrt() * eps
 
     def two_kl(self) -> Tensor:
@@ -194,7 +197,7 @@ def diagonal_fisher(
         if y is None:
             with torch.no_grad():
                 probs = torch.cat([F.softmax(model(c), dim=1) for c in x.split(chunk_size)])
-            y = torch.multinomial(probs, 1, generator=generator).view(-1)
+            y = torch.multinomial(probs.cpu(), 1, generator=generator).view(-1).to(x.device)
 
         def sample_loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
             logits = functional_call(model, {**p, **consts}, (xi.unsqueeze(0),))

@@ -176,6 +176,8 @@ def relative_error_vs_eps(
     curve shows how the Taylor remainder grows with ε along fixed directions. x + η is not
     clamped to [0, 1]: the identity concerns the network as a function of its input.
     """
+    if not eps_list or min(eps_list) <= 0:
+        raise ValueError(f"eps_list must hold positive sizes, got {list(eps_list)}")
     unit = random_perturbation(x.shape, 1.0, norm, generator, x.dtype).to(x.device)
     out: dict[float, float] = {}
     for eps in eps_list:

@@ -42,7 +42,9 @@ def plot_tsne(
     n = len(embeddings_by_eps)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(3.2 * cols + 1.6, 3.2 * rows))
+    width = 3.2 * cols + 1.6  # the last 1.6 inches hold the shared legend
+    legend_x = 1 - 1.6 / width
+    fig = Figure(figsize=(width, 3.2 * rows))
     FigureCanvasAgg(fig)
     all_labels = np.unique(
         np.concatenate([np.asarray(lab) for _, lab in embeddings_by_eps.values()])
@@ -59,10 +61,15 @@ def plot_tsne(
         ax.set_title(f"ε = {eps}")
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
+    fig.tight_layout(rect=(0, 0, legend_x, 1))
     fig.legend(
-        list(handles.values()), list(handles), loc="center right", title="class", markerscale=2.0
+        list(handles.values()),
+        list(handles),
+        loc="center left",
+        bbox_to_anchor=(legend_x, 0.5),
+        title="class",
+        markerscale=2.0,
     )
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (3.2 * cols + 1.6), 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=100)
