@@ -12,11 +12,11 @@ from torch import Tensor
 
 from raysweep.models import TransferNet, build_model, replace_head
 from raysweep.train import (
-    PGDConfig,
-    default_step_size,
     FinetuneState,
     OptimConfig,
+    PGDConfig,
     ScheduleConfig,
+    default_step_size,
     finetune,
     make_training_kind,
     pretrain,
@@ -155,7 +155,7 @@ def test_errors(source: TransferNet) -> None:
 
 def test_adversarial_test_accuracy_is_logged_at_evaluation_epochs(source: TransferNet) -> None:
     def pgd(eps: float) -> PGDConfig:
-        return PGDConfig("linf", eps=eps, steps=3, step_size=default_step_size(eps, 3) if eps else 0)
+        return PGDConfig("linf", eps=eps, steps=3, step_size=default_step_size(eps, 3))
 
     seen: list[tuple[int, dict[str, float]]] = []
     attacked = run(copy.deepcopy(source), eval_attack=pgd(0.01),
@@ -167,7 +167,6 @@ def test_adversarial_test_accuracy_is_logged_at_evaluation_epochs(source: Transf
     assert attacked["adv/acc"] < attacked["test/acc"]  # measured 84.4 % vs 96.9 %
     # The attack draws from its own generator: training is exactly the clean run's.
     assert {k: v for k, v in attacked.items() if k != "adv/acc"} == clean
-    assert run(copy.deepcopy(source), eval_attack=pgd(0.01)) == attacked
     stronger = run(copy.deepcopy(source), eval_attack=pgd(0.03))
     assert stronger["adv/acc"] < attacked["adv/acc"]  # measured 64.1 %
     zero = run(copy.deepcopy(source), eval_attack=pgd(0.0))
