@@ -29,6 +29,7 @@ def worker_context(spec: SweepSpec, sweep: SweepDir) -> WorkerContext:
         data_root=spec.data_root,
         download=spec.download,
         threads=max(1, math.floor(spec.resources.cpu)),
+        trials_root=str(sweep.path / "trials"),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +32,7 @@ from raysweep.models.freeze import replace_head
 from raysweep.models.net import Normalize
 from raysweep.store import Store, write_json_atomic
 from raysweep.train.attacks import PGDConfig
+from raysweep.train.finetuning import FinetuneState
 from raysweep.train.kinds import make_training_kind
 from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, pretrain
 
@@ -46,10 +47,17 @@ class WorkerContext:
     data_root: str | None
     download: bool
     threads: int
+    #: Where trials keep their resumable state and attempt logs (the sweep folder's trials/).
+    trials_root: str
+    #: A trial saves its state when this many seconds passed since its last save.
+    checkpoint_every_s: float = 60.0
 
     @property
     def store(self) -> Store:
         return Store(Path(self.store_root))
+
+    def trial_dir(self, key: str) -> Path:
+        return Path(self.trials_root) / key
 
 
 @functools.lru_cache(maxsize=16)
@@ -168,11 +176,59 @@ def prepare_target_model(source: TransferNet, job: dict[str, Any], target: str) 
     return model
 
 
+class TrialState:
+    """A trial's resumable state on disk: the last FinetuneState and the metrics reported so far.
+
+    Saved at most every ``checkpoint_every_s`` seconds (atomically), so short trials never pay
+    for it; removed when the trial ends. A resumed trial first re-reports the saved metrics,
+    so its MLflow run holds the whole history, then continues from the saved epoch.
+    """
+
+    def __init__(self, folder: Path, every_s: float) -> None:
+        self.path = folder / "state.pt"
+        self.every_s = every_s
+        self.last_save = time.monotonic()
+        self.reported: list[dict[str, Any]] = []
+
+    def load(self) -> tuple[FinetuneState | None, list[dict[str, Any]]]:
+        if not self.path.is_file():
+            return None, []
+        try:
+            saved = torch.load(self.path, weights_only=True)
+            return FinetuneState.from_dict(saved["state"]), list(saved["reported"])
+        except Exception:  # an unreadable state only costs the epochs it held
+            self.path.unlink(missing_ok=True)
+            return None, []
+
+    def maybe_save(self, state: FinetuneState) -> None:
+        if time.monotonic() - self.last_save < self.every_s:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save({"state": state.to_dict(), "reported": self.reported}, tmp)
+        os.replace(tmp, self.path)
+        self.last_save = time.monotonic()
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def log_attempt(folder: Path, key: str) -> None:
+    """One line per start of a trial: how often a job's training began (resume tests read it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "attempts.log", "a") as handle:
+        handle.write(f"{time.time():.3f} {key} pid={os.getpid()}\n")
+
+
 def finetune_job(
     job: dict[str, Any], ctx: WorkerContext, report: Callable[[dict[str, Any]], None]
 ) -> None:
     """Fine-tune one source on one target subset, reporting metrics at every evaluation epoch."""
     torch.set_num_threads(ctx.threads)
+    folder = ctx.trial_dir(job["key"])
+    log_attempt(folder, job["key"])
+    saved = TrialState(folder, ctx.checkpoint_every_s)
+    state, reported = saved.load()
     store = ctx.store
     source = cached_source(str(store.checkpoint(job["source_key"])))
     train = cached_dataset(job["target"], "train", ctx.data_root, ctx.download)
@@ -184,6 +240,14 @@ def finetune_job(
     model = prepare_target_model(source, job, job["target"])
     index = torch.as_tensor(indices)
     base = {"n_train": len(indices)}
+
+    def on_eval(epoch: int, metrics: dict[str, float]) -> None:
+        row = {**base, **metrics, "epoch": epoch}
+        saved.reported.append(row)
+        report(row)
+
+    for row in reported:  # the history of an interrupted attempt, so the run has it all
+        on_eval(row["epoch"], {k: v for k, v in row.items() if k not in ("epoch", "n_train")})
     try:
         finetune(
             model,
@@ -203,12 +267,15 @@ def finetune_job(
             prepare=make_prepare(model),
             augment=make_augment(job["augment"]),
             seed=job["seed"],
-            on_eval=lambda epoch, metrics: report({**base, **metrics, "epoch": epoch}),
+            on_eval=on_eval,
+            state=state,
+            on_epoch_end=saved.maybe_save,
         )
     except FloatingPointError as error:
         # A diverged trial is a result, not an infrastructure fault: report it instead of
         # raising, so Tune does not retry it and the driver marks the run FAILED.
         report({**base, ERROR_KEY: str(error), "epoch": 0})
+    saved.clear()
 
 
 def finetune_trainable(config: dict[str, Any]) -> None:
@@ -216,7 +283,3 @@ def finetune_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     finetune_job(config["job"], WorkerContext(**config["context"]), tune.report)
-
-
-def describe(record: dict[str, Any]) -> str:
-    return json.dumps({k: record[k] for k in ("key", "final", "seconds") if k in record})

@@ -125,7 +125,11 @@ def test_store_reuses_a_trained_source_without_training(micro_sweep: dict) -> No
 
     job = make_plan(load_spec(micro_sweep["spec"])).jobs["pretrain"][1]
     ctx = WorkerContext(
-        store_root=str(micro_sweep["root"] / "store"), data_root=None, download=False, threads=1
+        store_root=str(micro_sweep["root"] / "store"),
+        data_root=None,
+        download=False,
+        threads=1,
+        trials_root=str(micro_sweep["root"] / "micro" / "trials"),
     )
     record = pretrain_source(job.key, job.config, ctx)
     assert record["reused"] is True

@@ -77,9 +77,12 @@ def input_fisher_stats(
 ) -> dict[str, np.ndarray]:
     """Per-image ‖F_x‖_F, tr F_x and λ_max(F_x) (CCKL paper Eq. 9, Fig. 3-4 plot the mean
     F-norm; λ_max sets the worst-case KL ½λ_max ε², Eq. 12). See
-    :func:`fisher_stats_from_gradients` for the formulas."""
-    g, p = class_gradients(model, x, chunk_size=chunk_size)
-    return fisher_stats_from_gradients(g.detach().cpu(), p.cpu())
+    :func:`fisher_stats_from_gradients` for the formulas. G is kept one chunk at a time."""
+    parts = []
+    for chunk in x.split(chunk_size):
+        g, p = class_gradients(model, chunk, chunk_size=chunk_size)
+        parts.append(fisher_stats_from_gradients(g.detach().cpu(), p.cpu()))
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
 
 def cckl_matrix(logits: Tensor) -> Tensor:

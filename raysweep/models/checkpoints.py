@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -151,7 +151,7 @@ def read_raysweep(path: Path, obj: dict) -> tuple[TransferNet, dict]:
 _READERS: dict[str, Callable[[Path, dict], tuple[TransferNet, dict]]] = {FORMAT: read_raysweep}
 
 
-def is_robustness_checkpoint(obj: object) -> bool:
+def is_robustness_checkpoint(obj: object) -> TypeGuard[dict[str, Any]]:
     """MadryLab robustness layout: ``{"model": {"module.…": tensor}, "epoch": …, …}``."""
     return (
         isinstance(obj, dict)
@@ -161,7 +161,7 @@ def is_robustness_checkpoint(obj: object) -> bool:
     )
 
 
-def is_torchvision_state_dict(obj: object) -> bool:
+def is_torchvision_state_dict(obj: object) -> TypeGuard[dict[str, Any]]:
     """A bare torchvision ResNet ``state_dict``: tensors under ``conv1.weight``, ``layer1.…``."""
     return (
         isinstance(obj, dict)

@@ -29,9 +29,9 @@ Files are opened with ``torch.load(weights_only=True)`` only, allowing the inert
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import Tensor
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
@@ -51,6 +51,7 @@ from raysweep.models.registry import architecture_names, build_model
 
 PREFIXES: tuple[str, ...] = ("robustness:", "torchvision:")
 _LAYER_KEY = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
+Stats = tuple[Sequence[float], Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -185,9 +186,10 @@ def torchvision_to_transfernet(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _split_robustness(model_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Any]:
+def _split_robustness(model_state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Stats | None]:
     """The network's own weights and the normaliser's (mean, std), or None if absent."""
-    weights, normalizer = {}, {}
+    weights: dict[str, Tensor] = {}
+    normalizer: dict[str, Tensor] = {}
     for key, value in model_state.items():
         if key.startswith("module.model."):
             weights[key.removeprefix("module.model.")] = value
@@ -202,7 +204,7 @@ def _split_robustness(model_state: dict[str, Tensor]) -> tuple[dict[str, Tensor]
 
 
 def _from_resnet_state(
-    weights: dict[str, Tensor], architecture: str, mean: Any, std: Any
+    weights: dict[str, Tensor], architecture: str, mean: Sequence[float], std: Sequence[float]
 ) -> TransferNet:
     state = torchvision_to_transfernet(weights)
     if "head.weight" not in state:
@@ -214,18 +216,18 @@ def _from_resnet_state(
     return model
 
 
-def _model_from(obj: object, path: Path, architecture: str, mean: Any, std: Any) -> TransferNet:
+def _model_from(
+    obj: object, path: Path, architecture: str, mean: Sequence[float], std: Sequence[float]
+) -> TransferNet:
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model, _ = read_raysweep(path, obj)
         if model.arch != architecture:
             raise ValueError(f"it holds a {model.arch}, not the {architecture} asked for")
         return model
     if is_robustness_checkpoint(obj):
-        assert isinstance(obj, dict)
         weights, stats = _split_robustness(obj["model"])
         return _from_resnet_state(weights, architecture, *(stats or (mean, std)))
     if is_torchvision_state_dict(obj):
-        assert isinstance(obj, dict)
         return _from_resnet_state(obj, architecture, mean, std)
     kind = type(obj).__name__
     if isinstance(obj, dict):
@@ -236,8 +238,8 @@ def _model_from(obj: object, path: Path, architecture: str, mean: Any, std: Any)
 def load_source(
     ref: str,
     architecture: str,
-    dataset_mean: Any,
-    dataset_std: Any,
+    dataset_mean: Sequence[float],
+    dataset_std: Sequence[float],
     data_root: str | Path | None,
 ) -> TransferNet:
     """The source model behind ``ref`` (a published name or a path) as a ``architecture`` net.
