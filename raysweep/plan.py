@@ -135,6 +135,10 @@ def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
                             "head_init": ft.head_init,
                             "normalization": ft.normalization,
                         }
+                        # Options added after the first release enter the config only when
+                        # set, so that the keys of existing jobs stay what they were.
+                        if ft.eval_attack is not None:
+                            config["eval_attack"] = asdict(ft.eval_attack)
                         axes = {
                             **source_axes(source),
                             "target": target,

@@ -128,6 +128,8 @@ class FinetuneSpec:
     head_init: str
     normalization: str
     rules: tuple[RuleSpec, ...]
+    #: Also measure accuracy under this attack at every evaluation epoch (``adv/acc``).
+    eval_attack: AttackSpec | None = None
 
     def rule_for(self, size: int | None) -> RuleSpec:
         """The first rule whose ``up_to`` covers ``size`` (None = the whole training set)."""

@@ -82,6 +82,18 @@ def read_training(r: Reader, raw: Any, where: str) -> TrainingSpec:
     return TrainingSpec(kind="pgd", attack=attack)
 
 
+def read_checkpoint(r: Reader, raw: Any, where: str) -> str:
+    """A published name (``robustness:…``, ``torchvision:…``) that exists, or a file path."""
+    from raysweep.models.published import is_reference, published_names
+
+    ref = r.text(raw, where)
+    if is_reference(ref) and ref not in published_names():
+        raise r.fail(
+            where, f"unknown published model {ref!r}; known: {', '.join(published_names())}"
+        )
+    return ref
+
+
 def read_sources(r: Reader, raw: Any) -> tuple[SourceSpec, ...]:
     sources = []
     for i, item in enumerate(r.sequence(raw, "sources")):
@@ -100,7 +112,7 @@ def read_sources(r: Reader, raw: Any) -> tuple[SourceSpec, ...]:
                 ),
                 dataset=r.choice(s["dataset"], f"{where}.dataset", _registry("dataset")),
                 training=read_training(r, s["training"], f"{where}.training"),
-                checkpoint=r.text(s["checkpoint"], f"{where}.checkpoint")
+                checkpoint=read_checkpoint(r, s["checkpoint"], f"{where}.checkpoint")
                 if "checkpoint" in s
                 else None,
                 targets=read_targets(r, s["targets"], f"{where}.targets")
@@ -260,7 +272,14 @@ def read_finetune(r: Reader, raw: Any) -> FinetuneSpec:
         raw,
         "finetune",
         required=("optimizer", "rules"),
-        optional=("lr_decay", "augment", "update_frozen_bn_stats", "head_init", "normalization"),
+        optional=(
+            "lr_decay",
+            "augment",
+            "update_frozen_bn_stats",
+            "head_init",
+            "normalization",
+            "eval_attack",
+        ),
     )
     return FinetuneSpec(
         optimizer=read_optimizer(r, f["optimizer"], "finetune.optimizer"),
@@ -274,6 +293,9 @@ def read_finetune(r: Reader, raw: Any) -> FinetuneSpec:
             f.get("normalization", "source"), "finetune.normalization", NORMALIZATIONS
         ),
         rules=read_rules(r, f["rules"]),
+        eval_attack=read_attack(r, f["eval_attack"], "finetune.eval_attack")
+        if "eval_attack" in f
+        else None,
     )
 
 

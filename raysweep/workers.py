@@ -30,6 +30,7 @@ from raysweep.models import TransferNet, build_model
 from raysweep.models.checkpoints import load_checkpoint, save_checkpoint
 from raysweep.models.freeze import replace_head
 from raysweep.models.net import Normalize
+from raysweep.models.published import load_source
 from raysweep.store import Store, write_json_atomic
 from raysweep.train.attacks import PGDConfig
 from raysweep.train.finetuning import FinetuneState
@@ -126,10 +127,7 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
     if record is not None:
         return {**record, "reused": True}
     if "checkpoint" in config:
-        raise NotImplementedError(
-            f"source '{config['source']}': loading published checkpoints "
-            f"({config['checkpoint']}) is not available yet; remove 'checkpoint:' to train it"
-        )
+        return import_source(key, config, ctx)
     started = time.monotonic()
     info = dataset_info(config["dataset"])
     model = build_model(config["architecture"], info.num_classes, info.mean, info.std)
@@ -163,6 +161,26 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
     }
     save_checkpoint(store.checkpoint(key), model, {"key": key, "source": config["source"]})
     write_json_atomic(store.record(key), record)
+    return {**record, "reused": False}
+
+
+def import_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+    """Load a published or local checkpoint and keep it in the store in raysweep's format."""
+    started = time.monotonic()
+    info = dataset_info(config["dataset"])
+    model = load_source(
+        config["checkpoint"], config["architecture"], info.mean, info.std, ctx.data_root
+    )
+    record = {
+        "key": key,
+        "history": [],
+        "final": {},
+        "seconds": time.monotonic() - started,
+        "config": config,
+    }
+    meta = {"key": key, "source": config["source"], "imported_from": config["checkpoint"]}
+    save_checkpoint(ctx.store.checkpoint(key), model, meta)
+    write_json_atomic(ctx.store.record(key), record)
     return {**record, "reused": False}
 
 
@@ -268,6 +286,7 @@ def finetune_job(
             augment=make_augment(job["augment"]),
             seed=job["seed"],
             on_eval=on_eval,
+            eval_attack=attack_config(job.get("eval_attack")),
             state=state,
             on_epoch_end=saved.maybe_save,
         )
