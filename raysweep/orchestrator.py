@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysweep.plan import Plan, make_plan
+from raysweep.plan import STAGES, Plan, make_plan
 from raysweep.spec import load_spec
 from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
 from raysweep.tracking import SweepTracker, check_reachable
@@ -97,6 +97,7 @@ def launch(
     write: Write = print,
 ) -> Outcome:
     """Run every job of the spec that has no FINISHED run yet; return what happened."""
+    from raysweep.probe_stage import run_probe_stage
     from raysweep.stages import run_finetune_stage, run_pretrain_stage, worker_context
     from raysweep.summary import report_sweep
 
@@ -118,6 +119,8 @@ def launch(
     ensure_ray(address)
     ctx = worker_context(spec, sweep)
     sources = run_pretrain_stage(plan, pending["pretrain"], tracker, ctx, outcome, write)
+    probes = [job for job in pending["probe"] if job.config["source_key"] in sources]
+    run_probe_stage(plan, probes, tracker, ctx, sweep, outcome, write)
     ready = [job for job in pending["finetune"] if job.config["source_key"] in sources]
     run_finetune_stage(ready, spec, sweep, tracker, ctx, outcome, write)
     outcome.report = report_sweep(tracker, sweep, write)
@@ -125,7 +128,7 @@ def launch(
     return outcome
 
 
-def summarize(outcome: Outcome, stages: Sequence[str] = ("pretrain", "finetune")) -> str:
+def summarize(outcome: Outcome, stages: Sequence[str] = STAGES) -> str:
     lines = []
     for stage in stages:
         failed = outcome.failed.get(stage, [])

@@ -17,7 +17,7 @@ from raysweep.spec import SourceSpec, SweepSpec
 
 #: Bump when the meaning of a job's configuration changes, so that old results are not reused.
 PROTOCOL_VERSION = 1
-STAGES = ("pretrain", "finetune")
+STAGES = ("pretrain", "probe", "finetune")
 
 
 def job_key(stage: str, config: dict[str, Any]) -> str:
@@ -109,9 +109,40 @@ def pretrain_jobs(spec: SweepSpec) -> dict[str, Job]:
     return jobs
 
 
+def probe_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
+    """One job per (probe, source), or per (probe, source, target) for distance/influence."""
+    jobs: list[Job] = []
+    for probe in spec.probes:
+        for source in spec.sources:
+            targets: tuple[str | None, ...] = (
+                spec.targets_for(source) if probe.per_target else (None,)
+            )
+            for target in targets:
+                config: dict[str, Any] = {
+                    "source_key": sources[source.name].key,
+                    "probe": {"name": probe.name, "params": probe.params},
+                }
+                axes = {**source_axes(source), "probe": probe.name}
+                if target is not None:
+                    config["target"] = axes["target"] = target
+                where = f"{source.name}→{target}" if target else source.name
+                jobs.append(
+                    Job(
+                        stage="probe",
+                        key=job_key("probe", config),
+                        name=f"{probe.name} {where}",
+                        config=config,
+                        axes=axes,
+                    )
+                )
+    return jobs
+
+
 def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
     ft = spec.finetune
     jobs: list[Job] = []
+    if ft is None:
+        return jobs
     for source in spec.sources:
         source_key = sources[source.name].key
         for target in spec.targets_for(source):
@@ -166,6 +197,7 @@ def make_plan(spec: SweepSpec) -> Plan:
         spec=spec,
         jobs={
             "pretrain": tuple(sources.values()),
+            "probe": tuple(probe_jobs(spec, sources)),
             "finetune": tuple(finetune_jobs(spec, sources)),
         },
     )
@@ -181,6 +213,12 @@ def describe_plan(plan: Plan) -> str:
         f"  pretrain   {len(plan.jobs['pretrain']):>7,} Ray tasks "
         f"({trained} to train, {loaded} from checkpoints)"
     )
+    probes = ", ".join(p.name for p in spec.probes) or "none"
+    lines.append(f"  probe      {len(plan.jobs['probe']):>7,} Ray tasks (probes: {probes})")
+    if spec.finetune is None:
+        lines.append("  finetune         0 (no finetune section)")
+        lines.append(f"  total      {plan.total:>7,} jobs")
+        return "\n".join(lines)
     seed_counts = {size_label(s): len(spec.seeds_for(s)) for s in spec.subset_sizes}
     pairs = sum(len(spec.targets_for(s)) for s in spec.sources)
     seeds_text = ", ".join(f"{k}:{v}" for k, v in seed_counts.items())

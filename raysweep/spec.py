@@ -6,13 +6,17 @@ whose message is one line: ``file: key.path: what is wrong; what is allowed``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from raysweep.validate import Reader, SpecError
+
+if TYPE_CHECKING:
+    from raysweep.probes import ProbeSpec
 
 __all__ = [
     "SpecError",
@@ -155,7 +159,8 @@ class SweepSpec:
     subset_sizes: tuple[int | None, ...]
     seeds: tuple[int, ...] | int | None
     blocks: tuple[int | str, ...]
-    finetune: FinetuneSpec
+    finetune: FinetuneSpec | None
+    probes: tuple[ProbeSpec, ...]
     resources: ResourcesSpec
     data_root: str | None
     download: bool
@@ -167,6 +172,7 @@ class SweepSpec:
         """Explicit seeds, or the first k of Utrera's S_k for a count (global or per rule)."""
         if isinstance(self.seeds, tuple):
             return self.seeds
+        assert self.finetune is not None, "seeds belong to the fine-tuning grid"
         count = self.seeds if isinstance(self.seeds, int) else self.finetune.rule_for(size).seeds
         assert count is not None, "validated: seeds are given globally or in every rule"
         return tuple(SEED_BASE + SEED_STRIDE * i for i in range(count))
@@ -190,8 +196,51 @@ def load_spec(path: str | Path) -> SweepSpec:
     return parse_spec(raw, str(path))
 
 
-TOP_REQUIRED = ("name", "sources", "targets", "subset_sizes", "blocks", "finetune")
-TOP_OPTIONAL = ("seeds", "pretrain", "resources", "data_root", "download", "description")
+TOP_REQUIRED = ("name", "sources")
+#: The fine-tuning grid; a sweep without it only pretrains and probes.
+GRID_KEYS = ("finetune", "targets", "subset_sizes", "blocks")
+TOP_OPTIONAL = (
+    *GRID_KEYS,
+    "seeds",
+    "pretrain",
+    "probes",
+    "resources",
+    "data_root",
+    "download",
+    "description",
+)
+
+
+def read_grid(r: Reader, top: Mapping[str, Any], sources: tuple[SourceSpec, ...]) -> dict[str, Any]:
+    """targets, finetune, subset sizes, seeds and blocks — all given, or only targets/none."""
+    from raysweep import spec_sections as sections
+
+    targets = sections.read_targets(r, top["targets"]) if "targets" in top else ()
+    if "finetune" not in top:
+        extra = [k for k in ("subset_sizes", "blocks", "seeds") if k in top]
+        if extra:
+            raise r.fail(extra[0], "only meaningful with a finetune section; add one or remove it")
+        return {
+            "targets": targets,
+            "finetune": None,
+            "subset_sizes": (),
+            "seeds": None,
+            "blocks": (),
+        }
+    for key in GRID_KEYS:
+        if key not in top:
+            raise r.fail(key, "missing: a sweep with a finetune section needs it")
+    finetune = sections.read_finetune(r, top["finetune"])
+    every_target = tuple(
+        dict.fromkeys(targets + tuple(t for s in sources for t in s.targets or ()))
+    )
+    return {
+        "targets": targets,
+        "finetune": finetune,
+        "subset_sizes": sections.read_subset_sizes(r, top["subset_sizes"], every_target),
+        "seeds": sections.read_seeds(r, top.get("seeds"), finetune),
+        "blocks": sections.read_blocks(r, top["blocks"]),
+    }
 
 
 def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
@@ -208,14 +257,10 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     if needs_training and "pretrain" not in top:
         raise r.fail("pretrain", "missing: sources without a checkpoint need a pretrain section")
     pretrain = sections.read_pretrain(r, top["pretrain"]) if "pretrain" in top else None
-    targets = sections.read_targets(r, top["targets"])
-    finetune = sections.read_finetune(r, top["finetune"])
-    every_target = tuple(
-        dict.fromkeys(targets + tuple(t for s in sources for t in s.targets or ()))
-    )
-    sizes = sections.read_subset_sizes(r, top["subset_sizes"], every_target)
-    seeds = sections.read_seeds(r, top.get("seeds"), finetune)
-    blocks = sections.read_blocks(r, top["blocks"])
+    grid = read_grid(r, top, sources)
+    probes = sections.read_probes(r, top.get("probes", []))
+    if any(p.per_target for p in probes) and not any(grid["targets"] or s.targets for s in sources):
+        raise r.fail("probes", "distance and influence probes need targets; add a targets list")
     resources = sections.read_resources(r, top.get("resources", {}))
     data_root = r.text(top["data_root"], "data_root") if "data_root" in top else None
     download = r.boolean(top["download"], "download") if "download" in top else False
@@ -224,11 +269,8 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
         path=source,
         sources=sources,
         pretrain=pretrain,
-        targets=targets,
-        subset_sizes=sizes,
-        seeds=seeds,
-        blocks=blocks,
-        finetune=finetune,
+        **grid,
+        probes=probes,
         resources=resources,
         data_root=data_root,
         download=download,

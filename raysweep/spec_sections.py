@@ -306,3 +306,23 @@ def read_resources(r: Reader, raw: Any) -> ResourcesSpec:
     if gpu > 1 and gpu != int(gpu):
         raise r.fail("resources.gpu", f"fractions are for sharing one GPU (<= 1), got {gpu:g}")
     return ResourcesSpec(cpu=cpu, gpu=gpu)
+
+
+def read_probes(r: Reader, raw: Any) -> tuple[Any, ...]:
+    """``probes:`` — a list of ``{name: <probe>, <param>: <value>, …}`` (see raysweep.probes)."""
+    items = r.sequence(raw, "probes", nonempty=False)
+    if not items:
+        return ()
+    from raysweep.probes import validate_probe
+
+    probes = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "name" not in item:
+            raise r.fail(f"probes[{i}]", "must be a mapping with 'name' and the probe's params")
+        params = {k: v for k, v in item.items() if k != "name"}
+        try:
+            probes.append(validate_probe(str(item["name"]), params))
+        except ValueError as error:
+            raise r.fail(f"probes[{i}]", str(error)) from None
+    r.unique([p.name for p in probes], "probes[].name")
+    return tuple(probes)

@@ -81,25 +81,46 @@ def run_pretrain_stage(
         f"[pretrain] {len(to_run)} source(s) as Ray tasks, {cpus} CPU each: "
         + ", ".join(job.name for job in to_run)
     )
-    progress = Progress("pretrain", len(refs), write=write, every_s=0.0)
-    while refs:
-        done, _ = ray.wait(list(refs), num_returns=1)
-        job = refs.pop(done[0])
-        try:
-            record = ray.get(done[0])
-        except Exception as error:  # a task's failure is reported, the sweep goes on
-            reason = one_line(error)
-            if job.key in pending_keys:
-                tracker.end_job(tracker.start_job(job), error=reason)
-            outcome.failed["pretrain"].append(f"{job.name}: {reason}")
-            progress.tick(failed=True)
-            continue
+
+    def on_result(job: Job, record: dict[str, Any]) -> None:
         if job.key in pending_keys:
             record_pretrain(tracker, job, record)
             outcome.ran["pretrain"] += 1
         ready.add(job.key)
-        progress.tick()
+
+    for job, reason in collect_tasks("pretrain", refs, on_result, write):
+        if job.key in pending_keys:
+            tracker.end_job(tracker.start_job(job), error=reason)
+        outcome.failed["pretrain"].append(f"{job.name}: {reason}")
     return ready
+
+
+def collect_tasks(
+    stage: str,
+    refs: dict[Any, Job],
+    on_result: Callable[[Job, Any], None],
+    write: Write,
+) -> list[tuple[Job, str]]:
+    """Hand each task's result to ``on_result`` as it finishes; return the failed jobs.
+
+    A failed task is reported (with its innermost cause), never raised: the sweep goes on.
+    """
+    import ray
+
+    progress = Progress(stage, len(refs), write=write, every_s=0.0)
+    failures: list[tuple[Job, str]] = []
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1)
+        job = refs.pop(done[0])
+        try:
+            result = ray.get(done[0])
+        except Exception as error:
+            failures.append((job, one_line(error)))
+            progress.tick(failed=True)
+            continue
+        on_result(job, result)
+        progress.tick()
+    return failures
 
 
 def attack_cost(job: Job) -> int:

@@ -38,6 +38,7 @@ from raysweep.train.kinds import make_training_kind
 from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, pretrain
 
 ERROR_KEY = "raysweep_error"
+NAN_KEYS_ENV = "RAYSWEEP_NAN_KEYS"
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,18 @@ def attack_config(raw: dict[str, Any] | None) -> PGDConfig | None:
     )
 
 
-def optim_config(raw: dict[str, Any]) -> OptimConfig:
+def injected_faults() -> set[str]:
+    """Job keys listed in $RAYSWEEP_NAN_KEYS train with a NaN learning rate.
+
+    Fault injection for resilience tests and drills: it drives the real divergence path (a
+    non-finite loss) without changing the job's config, so its key stays the same.
+    """
+    return {key for key in os.environ.get(NAN_KEYS_ENV, "").split(",") if key}
+
+
+def optim_config(raw: dict[str, Any], poisoned: bool = False) -> OptimConfig:
     return OptimConfig(
-        lr=raw["lr"],
+        lr=float("nan") if poisoned else raw["lr"],
         momentum=raw["momentum"],
         weight_decay=raw["weight_decay"],
         batch_size=raw["batch_size"],
@@ -275,7 +285,7 @@ def finetune_job(
             test.labels,
             blocks=job["blocks"],
             update_frozen_bn_stats=job["update_frozen_bn_stats"],
-            optim=optim_config(job["optimizer"]),
+            optim=optim_config(job["optimizer"], poisoned=job["key"] in injected_faults()),
             schedule=ScheduleConfig(
                 epochs=job["epochs"],
                 milestones=tuple(job["lr_milestones"]),

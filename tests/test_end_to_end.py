@@ -46,6 +46,7 @@ MICRO = {
         "optimizer": {"lr": 0.05, "batch_size": 32},
         "rules": [{"up_to": "all", "epochs": 3, "eval_every": 2}],
     },
+    "probes": [{"name": "distance", "images": 200}, {"name": "input_fisher", "images": 16}],
     "resources": {"cpu": 1},
 }
 
@@ -74,7 +75,7 @@ def test_every_job_has_exactly_one_finished_run(micro_sweep: dict) -> None:
     keys = [run.data.tags[KEY_TAG] for run in runs]
     assert sorted(keys) == sorted(plan.keys())
     assert {run.info.status for run in runs} == {"FINISHED"}
-    assert micro_sweep["outcome"].ran == {"pretrain": 2, "finetune": 32}
+    assert micro_sweep["outcome"].ran == {"pretrain": 2, "probe": 6, "finetune": 32}
 
 
 def test_finetune_runs_carry_axes_and_per_epoch_accuracy(micro_sweep: dict) -> None:
@@ -101,6 +102,18 @@ def test_pretrain_runs_log_robustness_per_epoch(micro_sweep: dict) -> None:
             assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == [1]
 
 
+def test_probes_are_runs_and_land_on_the_source_run(micro_sweep: dict) -> None:
+    client, runs = job_runs(micro_sweep["root"])
+    probes = [r for r in runs if r.data.tags["raysweep.stage"] == "probe"]
+    assert sorted(r.data.tags["probe"] for r in probes) == ["distance"] * 4 + ["input_fisher"] * 2
+    emd = [r.data.metrics["probe/emd"] for r in probes if r.data.tags["probe"] == "distance"]
+    assert all(value > 0 for value in emd)
+    sources = [r for r in runs if r.data.tags["raysweep.stage"] == "pretrain"]
+    for run in sources:
+        assert run.data.metrics["probe/emd/digits"] > 0
+        assert run.data.metrics["probe/fx_fnorm"] > 0
+
+
 def test_parent_run_has_spec_and_report(micro_sweep: dict) -> None:
     client, runs = job_runs(micro_sweep["root"])
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
@@ -114,10 +127,10 @@ def test_parent_run_has_spec_and_report(micro_sweep: dict) -> None:
 
 def test_relaunch_redoes_nothing(micro_sweep: dict) -> None:
     again = launch(micro_sweep["spec"], root=micro_sweep["root"], write=lambda _: None)
-    assert again.ran == {"pretrain": 0, "finetune": 0}
-    assert again.skipped == {"pretrain": 2, "finetune": 32}
+    assert again.ran == {"pretrain": 0, "probe": 0, "finetune": 0}
+    assert again.skipped == {"pretrain": 2, "probe": 6, "finetune": 32}
     _, runs = job_runs(micro_sweep["root"])
-    assert len(runs) == 34
+    assert len(runs) == 40
 
 
 def test_store_reuses_a_trained_source_without_training(micro_sweep: dict) -> None:
@@ -146,6 +159,7 @@ def test_status_and_resume(micro_sweep: dict, capsys: pytest.CaptureFixture[str]
     assert main(["--root", root, "status", "micro"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"pretrain\s+2\s+0\s+0\s+0\s+2\n", out)
+    assert re.search(r"probe\s+6\s+0\s+0\s+0\s+6\n", out)
     assert re.search(r"finetune\s+32\s+0\s+0\s+0\s+32\n", out)
     assert main(["--root", root, "resume", "micro"]) == 0
     assert re.search(r"finetune\s+ran\s+0\s+skipped \(done\)\s+32", capsys.readouterr().out)
