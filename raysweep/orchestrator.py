@@ -118,11 +118,15 @@ def launch(
     write(f"sweep '{sweep.name}': {sweep.path}  (tracking: {uri})")
     ensure_ray(address)
     ctx = worker_context(spec, sweep)
-    sources = run_pretrain_stage(plan, pending["pretrain"], tracker, ctx, outcome, write)
-    probes = [job for job in pending["probe"] if job.config["source_key"] in sources]
-    run_probe_stage(plan, probes, tracker, ctx, sweep, outcome, write)
-    ready = [job for job in pending["finetune"] if job.config["source_key"] in sources]
-    run_finetune_stage(ready, spec, sweep, tracker, ctx, outcome, write)
+    try:
+        sources = run_pretrain_stage(plan, pending["pretrain"], tracker, ctx, outcome, write)
+        probes = [job for job in pending["probe"] if job.config["source_key"] in sources]
+        run_probe_stage(plan, probes, tracker, ctx, sweep, outcome, write)
+        ready = [job for job in pending["finetune"] if job.config["source_key"] in sources]
+        run_finetune_stage(ready, spec, sweep, tracker, ctx, outcome, write)
+    except KeyboardInterrupt:
+        tracker.finish_parent("KILLED")
+        raise
     outcome.report = report_sweep(tracker, sweep, write)
     tracker.finish_parent("FINISHED" if outcome.ok else "FAILED")
     return outcome

@@ -212,3 +212,7 @@ def run_finetune_stage(
             f"{recorder.jobs[k].name}: {reason}" for k, reason in recorder.failures.items()
         )
         outcome.ran["finetune"] += len(recorder.finished)
+        missing = len(chunk) - len(recorder.finished) - len(recorder.failures)
+        if missing:
+            # Tune swallows Ctrl-C and returns; trials it stopped are neither done nor failed.
+            raise KeyboardInterrupt(f"{missing} fine-tune trials were stopped before the end")
