@@ -40,8 +40,14 @@ def test_unreachable_tracking_server_writes_nothing(
 ) -> None:
     root = tmp_path / "runs"
     code = main(
-        ["--root", str(root), "launch", str(SPACES / "quickstart.yaml"),
-         "--tracking-uri", "http://127.0.0.1:9"]
+        [
+            "--root",
+            str(root),
+            "launch",
+            str(SPACES / "quickstart.yaml"),
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+        ]
     )
     assert code == 2
     assert "MLflow tracking server http://127.0.0.1:9 is unreachable" in one_line_error(capsys)
@@ -58,3 +64,43 @@ def test_unwritable_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     blocker.write_text("not a folder")
     assert main(["--root", str(blocker), "launch", str(SPACES / "quickstart.yaml")]) == 2
     assert "cannot write the sweep folder" in one_line_error(capsys)
+
+
+def existing_sweep(root: Path, spec_text: str) -> Path:
+    from raysweep.sweepdir import SweepDir
+
+    sweep = SweepDir(root, "quickstart")
+    sweep.create()
+    sweep.spec_copy.write_text(spec_text)
+    sweep.write_state({"name": "quickstart", "tracking_uri": sweep.default_tracking_uri()})
+    return sweep.path
+
+
+def test_changed_spec_is_refused_with_the_difference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = (SPACES / "quickstart.yaml").read_text()
+    existing_sweep(tmp_path, original)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(original.replace("seeds: 3", "seeds: 4"))
+    assert main(["--root", str(tmp_path), "launch", str(changed)]) == 2
+    err = one_line_error(capsys)
+    assert "exists with a different spec (54 jobs added, 0 removed" in err
+    assert "--extend" in err
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text(original.replace("seeds: 3", "seeds: 2"))
+    assert main(["--root", str(tmp_path), "launch", str(fewer), "--extend"]) == 2
+    assert "0 jobs added, 54 removed" in one_line_error(capsys)
+
+
+def test_extend_accepts_a_spec_that_only_adds_jobs(tmp_path: Path) -> None:
+    from raysweep.orchestrator import check_same_plan
+    from raysweep.plan import make_plan
+    from raysweep.spec import load_spec
+    from raysweep.sweepdir import SweepDir
+
+    original = (SPACES / "quickstart.yaml").read_text()
+    existing_sweep(tmp_path, original)
+    more = tmp_path / "more.yaml"
+    more.write_text(original.replace("seeds: 3", "seeds: 4"))
+    check_same_plan(SweepDir(tmp_path, "quickstart"), make_plan(load_spec(more)), extend=True)
