@@ -74,6 +74,8 @@ def source_config(spec: SweepSpec, source: SourceSpec) -> dict[str, Any]:
     else:
         assert spec.pretrain is not None
         config["pretrain"] = asdict(spec.pretrain)
+        if not spec.pretrain.track_information:  # added later: absent unless used (stable keys)
+            del config["pretrain"]["track_information"]
     return config
 
 

@@ -98,6 +98,9 @@ class PretrainSpec:
     augment: str
     eval_attack: AttackSpec | None
     seed: int
+    #: Test images on which to log input-Fisher F-norm and CCKL every epoch (0 = off);
+    #: the CCKL paper's Fig. 3–4, 7–8.
+    track_information: int = 0
 
 
 @dataclass(frozen=True)

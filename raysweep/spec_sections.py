@@ -158,7 +158,14 @@ def read_pretrain(r: Reader, raw: Any) -> PretrainSpec:
         raw,
         "pretrain",
         required=("epochs", "optimizer"),
-        optional=("lr_milestones", "lr_decay", "augment", "eval_attack", "seed"),
+        optional=(
+            "lr_milestones",
+            "lr_decay",
+            "augment",
+            "eval_attack",
+            "seed",
+            "track_information",
+        ),
     )
     epochs = r.integer(p["epochs"], "pretrain.epochs", minimum=1)
     return PretrainSpec(
@@ -173,6 +180,9 @@ def read_pretrain(r: Reader, raw: Any) -> PretrainSpec:
         if "eval_attack" in p
         else None,
         seed=r.integer(p.get("seed", 0), "pretrain.seed", minimum=0),
+        track_information=r.integer(
+            p.get("track_information", 0), "pretrain.track_information", minimum=0
+        ),
     )
 
 

@@ -145,6 +145,11 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
     test = cached_dataset(config["dataset"], "test", ctx.data_root, ctx.download)
     p = config["pretrain"]
     history: list[dict[str, Any]] = []
+    tracked = information_probe(model, test, p.get("track_information", 0), p["seed"])
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        history.append({"epoch": epoch, **metrics, **tracked()})
+
     final = pretrain(
         model,
         train.images,
@@ -160,7 +165,7 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
         augment=make_augment(p["augment"]),
         seed=p["seed"],
         eval_attack=attack_config(p["eval_attack"]),
-        on_epoch=lambda epoch, metrics: history.append({"epoch": epoch, **metrics}),
+        on_epoch=on_epoch,
     )
     record = {
         "key": key,
@@ -172,6 +177,34 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
     save_checkpoint(store.checkpoint(key), model, {"key": key, "source": config["source"]})
     write_json_atomic(store.record(key), record)
     return {**record, "reused": False}
+
+
+def information_probe(
+    model: TransferNet, test: ArrayDataset, images: int, seed: int
+) -> Callable[[], dict[str, float]]:
+    """Per-epoch information metrics on a fixed test subset: mean input-Fisher F-norm and CCKL.
+
+    The CCKL paper (Fig. 3–4, 7–8) follows ‖F_x‖_F during natural, PGD and TRADES training.
+    """
+    if not images:
+        return dict
+    from raysweep.measures.input_fisher import cckl_pairs, input_fisher_stats
+
+    indices = sample_subset(test.labels, min(images, len(test)), seed, test.info.num_classes)
+    index = torch.as_tensor(indices)
+    x = make_prepare(model)(test.images[index])
+    y = test.labels[index]
+
+    def measure() -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            fnorm = float(input_fisher_stats(model, x)["fnorm"].mean())
+            return {"train/fx_fnorm": fnorm, "train/cckl": cckl_pairs(model, x, y).cckl}
+        finally:
+            model.train(was_training)
+
+    return measure
 
 
 def import_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:

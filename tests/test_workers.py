@@ -68,3 +68,33 @@ def test_missing_published_checkpoint_names_the_download(tmp_path: Path) -> None
         pretrain_source("k3", config, ctx)
     message = str(caught.value)
     assert "imagenet_l2_3_0" in message and "http" in message and "\n" not in message
+
+
+def test_pretraining_tracks_input_fisher_and_cckl_per_epoch(tmp_path: Path) -> None:
+    config = {
+        "source": "tracked",
+        "architecture": "small_cnn",
+        "dataset": "digits",
+        "training": {"kind": "natural", "attack": None, "sigma": None, "beta": None},
+        "pretrain": {
+            "epochs": 2,
+            "optimizer": {
+                "lr": 0.05,
+                "momentum": 0.9,
+                "weight_decay": 5e-4,
+                "batch_size": 64,
+                "nesterov": False,
+            },
+            "lr_milestones": [],
+            "lr_decay": 0.1,
+            "augment": "none",
+            "eval_attack": None,
+            "seed": 0,
+            "track_information": 20,
+        },
+    }
+    record = pretrain_source("k4", config, context(tmp_path))
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    for row in record["history"]:
+        assert row["train/fx_fnorm"] > 0 and row["train/cckl"] > 0
+    assert record["history"][0]["train/cckl"] != record["history"][1]["train/cckl"]
