@@ -70,6 +70,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    from raysweep.models.published import PUBLISHED
+
+    root = args.data_root or "<data_root>"
+    print(f"published source models (put the file in {root}/checkpoints/):")
+    for entry in PUBLISHED.values():
+        eps = f"{entry.eps * 255:g}/255" if entry.norm == "linf" else f"{entry.eps:g}"
+        robustness = f"{entry.norm} ε={eps}" if entry.norm else "natural"
+        print(
+            f"  {entry.ref:<28} {entry.architecture:<15} {entry.dataset:<9} {robustness:<14} "
+            f"{entry.file}"
+        )
+        print(f"  {'':<28} {entry.download_url}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.sweepdir import SweepDir, resolve_root
 
@@ -113,6 +129,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "launch": ("run every job of a spec that is not done yet", cmd_launch),
     "resume": ("finish a sweep: run what is missing (FAILED jobs with --retry-failed)", cmd_resume),
     "status": ("done / running / failed / pending jobs per stage, and why jobs failed", cmd_status),
+    "checkpoints": (
+        "list the published source checkpoints and where to download them",
+        cmd_checkpoints,
+    ),
     "ui": ("start the MLflow UI for a sweep on 127.0.0.1", cmd_ui),
 }
 
@@ -139,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "ui":
             command.add_argument("--port", type=int, default=5000)
+        if name == "checkpoints":
+            command.add_argument("--data-root", help="where sweeps read data (spec's data_root)")
     return parser
 
 

@@ -104,3 +104,12 @@ def test_extend_accepts_a_spec_that_only_adds_jobs(tmp_path: Path) -> None:
     more = tmp_path / "more.yaml"
     more.write_text(original.replace("seeds: 3", "seeds: 4"))
     check_same_plan(SweepDir(tmp_path, "quickstart"), make_plan(load_spec(more)), extend=True)
+
+
+def test_checkpoints_lists_utrera_sources_with_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["checkpoints", "--data-root", "/data"]) == 0
+    out = capsys.readouterr().out
+    assert "/data/checkpoints/" in out
+    for name in ("imagenet_l2_3_0", "imagenet_linf_4", "imagenet_linf_8"):
+        assert f"robustness:{name}" in out
+    assert "linf ε=8/255" in out and "https://" in out
