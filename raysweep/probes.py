@@ -220,6 +220,15 @@ def validate_probe(name: str, params: Mapping[str, Any]) -> ProbeSpec:
     return ProbeSpec(name=name, params=filled, per_target=name in PER_TARGET)
 
 
+def _check_call(spec: ProbeSpec, target: str | None, threads: int) -> None:
+    if spec.per_target and target is None:
+        raise ValueError(f"probe {spec.name!r} runs per target; no target given")
+    if not spec.per_target and target is not None:
+        raise ValueError(f"probe {spec.name!r} runs once per source; got target {target!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+
+
 def run_probe(
     probe: dict[str, Any],
     checkpoint: str,
@@ -246,12 +255,7 @@ def run_probe(
     ``probe/seconds``, the probe's wall time.
     """
     spec = validate_probe(probe["name"], probe.get("params") or {})
-    if spec.per_target and target is None:
-        raise ValueError(f"probe {spec.name!r} runs per target; no target given")
-    if not spec.per_target and target is not None:
-        raise ValueError(f"probe {spec.name!r} runs once per source; got target {target!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    _check_call(spec, target, threads)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -1,0 +1,287 @@
+"""Probe runners end to end: a saved small_cnn, every probe through ``run_probe`` on built-ins."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from raysweep.data import dataset_info, load_dataset
+from raysweep.measures.fisher import noisy_layers
+from raysweep.models import build_model, save_checkpoint
+from raysweep.probe_common import sample_curve, subset_indices, training_label
+from raysweep.probes import PROBE_NAMES, probe_names, run_probe, validate_probe
+
+SOURCE = {
+    "name": "tex",
+    "architecture": "small_cnn",
+    "dataset": "textures",
+    "training": {"kind": "pgd", "attack": {"norm": "l2", "eps": 0.5, "steps": 3}},
+}
+# Small sizes: the whole file runs in well under a minute on one core.
+SMALL: dict[str, dict[str, Any]] = {
+    "distance": {"images": 200},
+    "weight_fisher": {"images": 64, "steps": 5},
+    "diag_fisher": {"images": 16},
+    "input_fisher": {"images": 16},
+    "cckl": {"images": 24, "eps": [0.01, 0.1], "pairs": 64},
+    "inversion": {"images": 4, "steps": 30},
+    "effective_images": {"images": 3, "steps": 10, "fisher_images": 32, "fisher_steps": 3},
+    "tsne": {"images": 60, "perplexity": 10},
+    "featvis": {"coordinates": 2, "steps": 5, "seeds": 3},
+    "influence": {"train_images": 60, "test_images": 20, "k": 2, "epochs": 3},
+}
+METRICS = {
+    "distance": {"probe/emd", "probe/similarity"},
+    "weight_fisher": {"probe/fisher_mean_logvar"},
+    "diag_fisher": {
+        "probe/diag_fisher_trace",
+        "probe/diag_fisher_mean_log",
+        "probe/diag_fisher_zero_share",
+    },
+    "input_fisher": {"probe/fx_fnorm", "probe/fx_trace", "probe/fx_lambda_max"},
+    "cckl": {
+        "probe/cckl",
+        "probe/g2_share",
+        "probe/g2_share_median",
+        "probe/kl_g1_relerr/eps_0.01",
+        "probe/kl_g1_relerr/eps_0.1",
+    },
+    "inversion": {"probe/inversion_final_loss", "probe/inversion_pixel_rmse"},
+    "effective_images": {
+        "probe/effective_fisher_mean_logvar",
+        "probe/variational_final_loss",
+        "probe/variational_clean_loss",
+        "probe/effective_final_loss",
+        "probe/effective_clean_loss",
+    },
+    "tsne": {"probe/tsne_points", "probe/tsne_silhouette"},
+    "featvis": {"probe/featvis_gain", "probe/featvis_final_activation"},
+    "influence": {
+        "probe/influence_topk_match",
+        "probe/influence_head_train_acc",
+        "probe/influence_head_test_acc",
+    },
+}
+TARGET = {"distance": "digits", "influence": "digits"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    info = dataset_info("textures")
+    torch.manual_seed(0)
+    model = build_model("small_cnn", info.num_classes, info.mean, info.std).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "source.pt"
+    save_checkpoint(path, model, {"source": "tex"})
+    return str(path)
+
+
+def _run(name: str, checkpoint: str, out: Path, target: str | None = None, **extra: Any) -> dict:
+    params = {**SMALL[name], **extra}
+    return run_probe(
+        {"name": name, "params": params},
+        checkpoint,
+        SOURCE,
+        target if target is not None else TARGET.get(name),
+        str(out),
+        data_root=None,
+        download=False,
+        threads=1,
+    )
+
+
+def _check_artifacts(result: dict, out: Path) -> dict[str, Path]:
+    """Every artifact is a non-empty, readable file under ``out``; returns them by name."""
+    found = {}
+    for raw in result["artifacts"]:
+        path = Path(raw)
+        assert path.is_file() and path.stat().st_size > 0
+        assert path.resolve().is_relative_to(out.resolve())
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix in (".npy", ".npz"):
+            np.load(path)
+        found[path.name] = path
+    return found
+
+
+@pytest.mark.parametrize("name", PROBE_NAMES)
+def test_every_probe_returns_its_documented_metrics(
+    name: str, checkpoint: str, tmp_path: Path
+) -> None:
+    result = _run(name, checkpoint, tmp_path)
+    assert set(result) == {"metrics", "series", "artifacts"}
+    metrics = result["metrics"]
+    assert METRICS[name] | {"probe/seconds"} <= set(metrics)
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    assert result["artifacts"]
+    _check_artifacts(result, tmp_path)
+    for points in result["series"].values():
+        assert points[0][0] == 0 and all(isinstance(s, int) for s, _ in points)
+    json.dumps(result)  # JSON-able as promised
+
+
+def test_distance_to_itself_is_zero_and_to_another_dataset_positive(
+    checkpoint: str, tmp_path: Path
+) -> None:
+    same = _run("distance", checkpoint, tmp_path / "same", target="textures")["metrics"]
+    other = _run("distance", checkpoint, tmp_path / "other", target="digits")["metrics"]
+    # Same subset, same class means: only the round-off of ot.dist's ‖a‖² + ‖b‖² − 2ab remains.
+    assert 0.0 <= same["probe/emd"] < 1e-6 * other["probe/emd"]
+    assert same["probe/similarity"] == pytest.approx(1.0)
+    assert other["probe/emd"] > 1e-3
+    assert other["probe/similarity"] == pytest.approx(math.exp(-0.01 * other["probe/emd"]))
+    means = np.load(tmp_path / "other" / "class_means.npz")
+    assert means["source"].shape == (10, 128) and means["target"].shape == (10, 128)
+    assert means["target_w"].sum() == pytest.approx(1.0)
+
+
+def test_weight_fisher_reports_every_layer(checkpoint: str, tmp_path: Path) -> None:
+    result = _run("weight_fisher", checkpoint, tmp_path)
+    info = dataset_info("textures")
+    layers = noisy_layers(build_model("small_cnn", info.num_classes, info.mean, info.std))
+    per_layer = {k for k in result["metrics"] if k.startswith("probe/fisher_logvar/")}
+    assert per_layer == {f"probe/fisher_logvar/{n}" for n in layers}
+    assert [s for s, _ in result["series"]["probe/fisher_loss"]] == [0, 1, 2, 3, 4]
+    saved = json.loads((tmp_path / "weight_fisher.json").read_text())
+    assert len(saved["layers"]["stem.conv1"]["logvar"]) == 16
+
+
+def test_input_fisher_orders_its_norms(checkpoint: str, tmp_path: Path) -> None:
+    # For a PSD matrix: λ_max ≤ ‖F‖_F ≤ tr F, per image and so in the mean.
+    m = _run("input_fisher", checkpoint, tmp_path)["metrics"]
+    assert 0 < m["probe/fx_lambda_max"] <= m["probe/fx_fnorm"] * (1 + 1e-9)
+    assert m["probe/fx_fnorm"] <= m["probe/fx_trace"] * (1 + 1e-9)
+    assert len(json.loads((tmp_path / "input_fisher.json").read_text())["trace"]) == 16
+
+
+def test_cckl_pairs_and_split(checkpoint: str, tmp_path: Path) -> None:
+    m = _run("cckl", checkpoint, tmp_path)["metrics"]
+    pairs = np.load(tmp_path / "cckl_pairs.npz")
+    labels = load_dataset("textures", "test").labels.numpy()
+    y = labels[subset_indices(torch.as_tensor(labels), 24, 0, 10, "textures")]
+    assert pairs["kl"].size == int((y[:, None] != y[None, :]).sum())
+    assert (y[pairs["i"]] != y[pairs["j"]]).all()
+    assert m["probe/cckl"] == pytest.approx(pairs["kl"].mean()) and m["probe/cckl"] > 0
+    assert pairs["g1"].size == 64
+    np.testing.assert_allclose(pairs["g1"] + pairs["g2"], pairs["pair_kl"], rtol=1e-6)
+
+
+def test_inversion_lowers_its_loss_and_draws_both_rows(checkpoint: str, tmp_path: Path) -> None:
+    result = _run("inversion", checkpoint, tmp_path)
+    curve = result["series"]["probe/inversion_loss"]
+    assert curve[-1][0] == 30 and curve[-1][1] < curve[0][1]
+    assert result["metrics"]["probe/inversion_final_loss"] == curve[-1][1]
+    # 2 rows x 4 tiles of 32 px with 2 px padding, upscaled 3x to >= 96 px tiles.
+    assert Image.open(tmp_path / "inversion.png").size == (3 * (4 * 34 + 2), 3 * (2 * 34 + 2))
+
+
+def test_tsne_and_featvis_files(checkpoint: str, tmp_path: Path) -> None:
+    tsne = _run("tsne", checkpoint, tmp_path / "tsne")
+    assert np.load(tmp_path / "tsne" / "tsne_embedding.npy").shape == (60, 2)
+    assert tsne["metrics"]["probe/tsne_points"] == 60
+    assert -1 <= tsne["metrics"]["probe/tsne_silhouette"] <= 1
+    _run("featvis", checkpoint, tmp_path / "fv")
+    record = json.loads((tmp_path / "fv" / "featvis.json").read_text())
+    assert record["seed_dataset"] == "shapes"  # OOD for a textures source
+    assert len(record["coordinates"]) == 2 and np.asarray(record["curves"]).shape == (2, 6)
+    # seeds row + one row per coordinate, 3 tiles each
+    assert Image.open(tmp_path / "fv" / "featvis.png").size == (3 * (3 * 34 + 2), 3 * (3 * 34 + 2))
+
+
+def test_influence_matrix_shape_and_match(checkpoint: str, tmp_path: Path) -> None:
+    m = _run("influence", checkpoint, tmp_path)["metrics"]
+    assert np.load(tmp_path / "influence.npy").shape == (20, 60)
+    assert 0.0 <= m["probe/influence_topk_match"] <= 1.0
+    assert m["probe/influence_head_train_acc"] > 0.1  # above chance on digits after 3 epochs
+
+
+def test_same_seed_same_result_and_threads_restored(checkpoint: str, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    a = _run("tsne", checkpoint, tmp_path / "a")["metrics"]
+    b = _run("tsne", checkpoint, tmp_path / "b")["metrics"]
+    assert a["probe/tsne_silhouette"] == b["probe/tsne_silhouette"]
+    assert torch.get_num_threads() == before
+
+
+def test_validate_probe_fills_defaults() -> None:
+    assert probe_names() == sorted(PROBE_NAMES)
+    spec = validate_probe("cckl", {"eps": [1, 2]})
+    assert spec.params == {"images": 256, "eps": [1.0, 2.0], "norm": "l2", "pairs": 2048}
+    assert not spec.per_target
+    assert validate_probe("distance", {}).per_target
+    assert validate_probe("influence", {}).params["train_images"] == 400
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("nope", {}, "unknown probe 'nope'; valid: cckl, diag_fisher, distance"),
+        (
+            "cckl",
+            {"x": 1},
+            "probe 'cckl': unknown parameter 'x'; allowed: eps, images, norm, pairs",
+        ),
+        ("cckl", {"images": 0}, "parameter 'images' must be a positive integer, got 0"),
+        ("cckl", {"images": 2.5}, "parameter 'images' must be a positive integer, got 2.5"),
+        ("tsne", {"images": True}, "parameter 'images' must be a positive integer, got True"),
+        ("cckl", {"norm": "l3"}, "parameter 'norm' must be one of l2, linf, got 'l3'"),
+        ("cckl", {"eps": []}, "parameter 'eps' must be a non-empty list of positive numbers"),
+        ("cckl", {"eps": [0.1, -1]}, "must be a non-empty list of positive numbers"),
+        ("distance", {"gamma": "big"}, "parameter 'gamma' must be a positive number, got 'big'"),
+        ("inversion", {"start_sigma": -1}, "parameter 'start_sigma' must be a number >= 0"),
+        ("tsne", {"images": 20}, "probe 'tsne': parameter 'perplexity' must be below images (20)"),
+        ("influence", {"train_images": 5, "k": 6}, "'k' must be at most train_images (5)"),
+    ],
+)
+def test_validate_probe_errors(name: str, params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=None) as err:
+        validate_probe(name, params)
+    assert message in str(err.value)
+
+
+def test_run_probe_checks_target_and_threads(checkpoint: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="runs per target; no target given"):
+        run_probe(
+            {"name": "distance", "params": {}},
+            checkpoint,
+            SOURCE,
+            None,
+            str(tmp_path),
+            data_root=None,
+            download=False,
+            threads=1,
+        )
+    with pytest.raises(ValueError, match="runs once per source; got target 'digits'"):
+        _run("tsne", checkpoint, tmp_path, target="digits")
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        run_probe(
+            {"name": "tsne"},
+            checkpoint,
+            SOURCE,
+            None,
+            str(tmp_path),
+            data_root=None,
+            download=False,
+            threads=0,
+        )
+
+
+def test_helpers() -> None:
+    labels = torch.arange(10).repeat(5)
+    few = subset_indices(labels, 4, 3, 10, "x")
+    assert len(few) == 4 and len(set(labels[few].tolist())) == 4  # distinct classes
+    assert subset_indices(labels, 500, 3, 10, "x").tolist() == list(range(50))
+    assert len(set(labels[subset_indices(labels, 12, 3, 10, "x")].tolist())) == 10
+    assert sample_curve([5.0, 4.0, 3.0], points=2) == [[0, 5.0], [1, 4.0], [2, 3.0]]
+    assert [s for s, _ in sample_curve(list(range(2001)))] == list(range(0, 2001, 20))
+    assert training_label(SOURCE) == "0.5 (pgd, l2)"
+    assert training_label({"training": {"kind": "natural", "attack": None}}) == "0 (natural)"
