@@ -61,3 +61,24 @@ def test_finetune_jobs_reference_their_source_key() -> None:
     plan = make_plan(load_spec(SPACES / "quickstart.yaml"))
     source_keys = {j.key for j in plan.jobs["pretrain"]}
     assert {j.config["source_key"] for j in plan.jobs["finetune"]} == source_keys
+
+
+def test_information_presets_plan_probes_without_finetuning() -> None:
+    cckl = make_plan(load_spec(SPACES / "cckl2021.yaml"))
+    assert (len(cckl.jobs["pretrain"]), len(cckl.jobs["probe"]), len(cckl.jobs["finetune"])) == (
+        15,
+        30,
+        0,
+    )
+    terzi = make_plan(load_spec(SPACES / "terzi2021_information.yaml"))
+    assert (len(terzi.jobs["probe"]), len(terzi.jobs["finetune"])) == (20, 0)
+    assert "probes: weight_fisher, tsne, inversion, effective_images" in describe_plan(terzi)
+
+
+def test_quickstart_probes_reuse_the_quickstart_sources() -> None:
+    probes = make_plan(load_spec(SPACES / "quickstart_probes.yaml"))
+    quick = make_plan(load_spec(SPACES / "quickstart.yaml"))
+    assert {j.key for j in probes.jobs["pretrain"]} == {j.key for j in quick.jobs["pretrain"]}
+    per_target = [j for j in probes.jobs["probe"] if "target" in j.config]
+    assert len(per_target) == 2 * 3 * 3  # distance and influence × 3 sources × 3 targets
+    assert len(probes.jobs["probe"]) == 8 * 3 + 18
