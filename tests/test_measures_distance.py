@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import ot
 import pytest
 import torch
 from scipy.stats import wasserstein_distance
-from threadpoolctl import threadpool_limits
-from torch import nn
+from tiny_nets import one_thread, tiny_net  # noqa: F401  (one_thread: autouse fixture)
 
 from raysweep.data.info import ArrayDataset, DatasetInfo
 from raysweep.data.transforms import to_model_input
@@ -21,31 +19,11 @@ from raysweep.measures.distance import (
     domain_similarity,
     emd_distance,
 )
-from raysweep.models.net import Normalize, TransferNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Two spinning threads (torch, OpenMP, OpenBLAS) on a busy 2-core machine slow tiny ops
-    # down 10-50x (a 1290x1290 eigh: 17 s instead of 0.35 s).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+from raysweep.models.net import TransferNet
 
 
 def _net(seed: int = 0) -> TransferNet:
-    torch.manual_seed(seed)
-    return TransferNet(
-        arch="tiny",
-        normalize=Normalize([0.5], [0.25]),
-        stem=nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh()),
-        blocks=[nn.Sequential(nn.Conv2d(4, 5, 3, stride=2, padding=1), nn.BatchNorm2d(5))],
-        pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)),
-        head=nn.Linear(5, 3),
-        input_size=8,
-    )
+    return tiny_net(seed, width=5, block_tanh=False)
 
 
 def _dataset(name: str, n: int, k: int, channels: int, size: int, seed: int) -> ArrayDataset:

@@ -2,49 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
+from tiny_nets import one_thread, tiny_net  # noqa: F401  (one_thread: autouse fixture)
 from torch import nn
 
 from raysweep.measures.fisher import diagonal_fisher, noisy_layers, weight_fisher_logvar
-from raysweep.models.net import Normalize, TransferNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Two spinning threads (torch, OpenMP, OpenBLAS) on a busy 2-core machine slow tiny ops
-    # down 10-50x (a 1290x1290 eigh: 17 s instead of 0.35 s).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
-
-
-def _net(seed: int = 0) -> TransferNet:
-    torch.manual_seed(seed)
-    return TransferNet(
-        arch="tiny",
-        normalize=Normalize([0.5], [0.25]),
-        stem=nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh()),
-        blocks=[
-            nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.Tanh())
-        ],
-        pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)),
-        head=nn.Linear(6, 3),
-        input_size=8,
-    )
+from raysweep.models.net import TransferNet
 
 
 def _task_with_dead_filter() -> tuple[TransferNet, torch.Tensor, torch.Tensor]:
     """Filter 0 of the last conv feeds nothing (its head column is zero); labels are the
     model's own predictions, so the weights sit at a good fit."""
-    model = _net()
+    model = tiny_net()
     x = torch.rand(96, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         model.head.weight[:, 0] = 0.0
@@ -88,7 +60,7 @@ def test_stronger_prior_means_less_information() -> None:
 
 
 def test_noisy_layers_skip_head() -> None:
-    model = _net()
+    model = tiny_net()
     assert list(noisy_layers(model)) == ["stem.0", "blocks.0.0"]
 
 
@@ -104,7 +76,7 @@ def _brute_force_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 
 
 def test_diagonal_fisher_equals_brute_force_loop() -> None:
-    model = _net().double()
+    model = tiny_net().double()
     x = torch.rand(10, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
     fast = diagonal_fisher(model, x, y, chunk_size=4)
@@ -118,7 +90,7 @@ def test_per_sample_fisher_is_batch_size_times_squared_mean_gradient() -> None:
     """With labels drawn from the model the score has zero mean, so E[(mean gradient)²] =
     F/B: squaring the batch-mean gradient underestimates the Fisher by the batch size B.
     Averaged over 40 label draws the ratio lands within a few tens of percent of B."""
-    model = _net().double().eval()
+    model = tiny_net().double().eval()
     b, draws = 32, 40
     x = torch.rand(b, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(4)
@@ -138,7 +110,7 @@ def test_per_sample_fisher_is_batch_size_times_squared_mean_gradient() -> None:
 
 
 def test_sampled_labels_come_from_the_generator() -> None:
-    model = _net().double().eval()
+    model = tiny_net().double().eval()
     x = torch.rand(16, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         probs = F.softmax(model(x), dim=1)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
+from tiny_nets import one_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
 from raysweep.measures.influence import (
@@ -20,17 +18,6 @@ from raysweep.measures.influence import (
     top_k_label_match,
 )
 from raysweep.models.net import Normalize, TransferNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Two spinning threads (torch, OpenMP, OpenBLAS) on a busy 2-core machine slow tiny ops
-    # down 10-50x (a 1290x1290 eigh: 17 s instead of 0.35 s).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
 
 
 def _pixel_net(d: int, classes: int) -> TransferNet:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy.special import rel_entr
-from threadpoolctl import threadpool_limits
+from tiny_nets import one_thread, tiny_net  # noqa: F401  (one_thread: autouse fixture)
 from torch import nn
 
 from raysweep.measures.input_fisher import (
@@ -22,33 +20,11 @@ from raysweep.measures.input_fisher import (
     random_perturbation,
     relative_error_vs_eps,
 )
-from raysweep.models.net import Normalize, TransferNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Two spinning threads (torch, OpenMP, OpenBLAS) on a busy 2-core machine slow tiny ops
-    # down 10-50x (a 1290x1290 eigh: 17 s instead of 0.35 s).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+from raysweep.models.net import TransferNet
 
 
 def _net(seed: int = 0, classes: int = 5) -> TransferNet:
-    torch.manual_seed(seed)
-    net = TransferNet(
-        arch="tiny",
-        normalize=Normalize([0.5], [0.25]),
-        stem=nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh()),
-        blocks=[
-            nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.Tanh())
-        ],
-        pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)),
-        head=nn.Linear(6, classes),
-        input_size=8,
-    )
+    net = tiny_net(seed, classes=classes)
     with torch.no_grad():
         net.head.weight *= 4.0  # confident enough that the Fisher is not negligible
     return net.double()

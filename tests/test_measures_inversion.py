@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
-from torch import nn
+from tiny_nets import one_thread, tiny_net  # noqa: F401  (one_thread: autouse fixture)
 
 from raysweep.measures import inversion
 from raysweep.measures.featvis import visualize_feature
@@ -22,33 +19,11 @@ from raysweep.measures.inversion import (
     logvar_noise_variances,
     variational_invert,
 )
-from raysweep.models.net import Normalize, TransferNet
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Two spinning threads (torch, OpenMP, OpenBLAS) on a busy 2-core machine slow tiny ops
-    # down 10-50x (a 1290x1290 eigh: 17 s instead of 0.35 s).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(old)
+from raysweep.models.net import TransferNet
 
 
 def _net(seed: int = 0) -> TransferNet:
-    torch.manual_seed(seed)
-    return TransferNet(
-        arch="tiny",
-        normalize=Normalize([0.5], [0.25]),
-        stem=nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Tanh()),
-        blocks=[
-            nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.Tanh())
-        ],
-        pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)),
-        head=nn.Linear(16, 5),
-        input_size=8,
-    ).eval()
+    return tiny_net(seed, stem=8, width=16, classes=5).eval()
 
 
 def _target(model: TransferNet, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

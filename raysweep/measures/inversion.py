@@ -80,6 +80,27 @@ def _check(steps: int, step_size: float, start_sigma: float) -> None:
         raise ValueError(f"need step_size > 0 and start_sigma >= 0, got {step_size}, {start_sigma}")
 
 
+def _run(
+    model: TransferNet,
+    target_features: Tensor,
+    make_feature_fn: Callable[[], FeatureFn],
+    steps: int,
+    step_size: float,
+    start_sigma: float,
+    generator: torch.Generator | None,
+    image_shape: Sequence[int] | None,
+) -> tuple[Tensor, list[float]]:
+    """The one optimisation all three inversions share: check the settings, freeze the model,
+    draw x'₀ and descend on L_inv with the features ``make_feature_fn()`` returns.
+
+    ``make_feature_fn`` is called after x'₀ is drawn so that a shared ``generator`` gives the
+    start noise first and any weight noise after it (seeded results are reproducible)."""
+    _check(steps, step_size, start_sigma)
+    with frozen(model):
+        x0 = _start(model, target_features.shape[0], start_sigma, generator, image_shape)
+        return _descend(make_feature_fn(), target_features.detach(), x0, steps, step_size)
+
+
 def invert(
     model: TransferNet,
     target_features: Tensor,
@@ -95,10 +116,8 @@ def invert(
     ``target_features`` z [B, D] (e.g. ``model.features(x)``). Returns the images [B, C, H, W]
     in [0, 1] and the loss curve (mean L_inv at each of the steps + 1 iterates).
     """
-    _check(steps, step_size, start_sigma)
-    with frozen(model):
-        x0 = _start(model, target_features.shape[0], start_sigma, generator, image_shape)
-        return _descend(model.features, target_features.detach(), x0, steps, step_size)
+    args = (steps, step_size, start_sigma, generator, image_shape)
+    return _run(model, target_features, lambda: model.features, *args)
 
 
 def fisher_noise_variances(
@@ -142,6 +161,20 @@ def _noisy_params(
     return noisy
 
 
+def _noisy_features(
+    model: TransferNet,
+    variances: dict[str, Tensor],
+    generator: torch.Generator | None,
+    resample: bool,
+) -> FeatureFn:
+    """x ↦ f_{w+n}(x): n drawn now and kept (Alg. 1), or drawn afresh per call (Alg. 2)."""
+    wrapped = _Features(model)
+    if resample:
+        return lambda x: functional_call(wrapped, _noisy_params(model, variances, generator), (x,))
+    noisy = _noisy_params(model, variances, generator)
+    return lambda x: functional_call(wrapped, noisy, (x,))
+
+
 def variational_invert(
     model: TransferNet,
     target_features: Tensor,
@@ -161,18 +194,10 @@ def variational_invert(
     left exact. The model itself is not modified. Terzi et al. report convergence in ≈200
     steps instead of ≈8k for the deterministic inversion.
     """
-    _check(steps, step_size, start_sigma)
-    wrapped = _Features(model)
-    with frozen(model):
-        x0 = _start(model, target_features.shape[0], start_sigma, generator, image_shape)
-        noisy = _noisy_params(model, variances, generator)
-        return _descend(
-            lambda x: functional_call(wrapped, noisy, (x,)),
-            target_features.detach(),
-            x0,
-            steps,
-            step_size,
-        )
+    args = (steps, step_size, start_sigma, generator, image_shape)
+    return _run(
+        model, target_features, lambda: _noisy_features(model, variances, generator, False), *args
+    )
 
 
 def effective_images(
@@ -193,15 +218,10 @@ def effective_images(
     Follows Alg. 2 (noise on the reconstruction side, z = f_w(x) fixed); Def. 0.7 writes the
     noise on the target side instead. The loss curve is measured under each step's noise.
     """
-    _check(steps, step_size, start_sigma)
-    wrapped = _Features(model)
-
-    def feature_fn(x: Tensor) -> Tensor:
-        return functional_call(wrapped, _noisy_params(model, variances, generator), (x,))
-
-    with frozen(model):
-        x0 = _start(model, target_features.shape[0], start_sigma, generator, image_shape)
-        return _descend(feature_fn, target_features.detach(), x0, steps, step_size)
+    args = (steps, step_size, start_sigma, generator, image_shape)
+    return _run(
+        model, target_features, lambda: _noisy_features(model, variances, generator, True), *args
+    )
 
 
 def image_grid(images: Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:

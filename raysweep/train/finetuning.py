@@ -25,21 +25,9 @@ from torch import Tensor, nn
 
 from raysweep.models.freeze import configure_trainable, frozen_prefix_length, set_finetune_mode
 from raysweep.models.net import TransferNet
+from raysweep.train import common
 from raysweep.train.attacks import PGDConfig, eval_mode
-from raysweep.train.common import (
-    Augment,
-    EpochCallback,
-    OptimConfig,
-    Prepare,
-    RunningMetrics,
-    ScheduleConfig,
-    evaluate,
-    make_sgd,
-    model_device,
-    set_lr,
-    sgd_step,
-    shuffled_batches,
-)
+from raysweep.train.common import Augment, EpochCallback, OptimConfig, Prepare, ScheduleConfig
 
 CACHE_BYTES = 1 << 30  # per data set; above it the frozen prefix is recomputed every batch
 EVAL_BATCH = 512
@@ -106,7 +94,7 @@ class _StageInputs:
         self, model: TransferNet, x: Tensor, k: int, prepare: Prepare, cache: bool
     ) -> None:
         self.model, self.x, self.k, self.prepare = model, x, k, prepare
-        self.device = model_device(model)
+        self.device = common.model_device(model)
         self.cached: Tensor | None = None
         if cache and len(x) > 0:
             probe = self._compute(x[:1])
@@ -164,7 +152,9 @@ def _test_metrics(
     """``test/acc`` from the (cached) prefix outputs; ``adv/acc`` through the whole network."""
     metrics = {"test/acc": _test_accuracy(model, inputs, y)}
     if attack is not None:
-        metrics["adv/acc"] = evaluate(model, x, y, prepare=inputs.prepare, attack=attack, seed=seed)
+        metrics["adv/acc"] = common.evaluate(
+            model, x, y, prepare=inputs.prepare, attack=attack, seed=seed
+        )
     return metrics
 
 
@@ -180,12 +170,12 @@ def _train_epoch(
     lr: float,
 ) -> dict[str, float]:
     """One pass of SGD on ``CE(f(x), y)`` from stage ``inputs.k`` on; running loss/accuracy."""
-    set_lr(opt, lr)
-    running = RunningMetrics()
-    for idx in shuffled_batches(len(y), batch_size, gen):
+    common.set_lr(opt, lr)
+    running = common.RunningMetrics()
+    for idx in common.shuffled_batches(len(y), batch_size, gen):
         yb = y[idx].to(inputs.device)
         logits = model.run_stages(inputs.get(idx, augment, gen), inputs.k)
-        running.add(sgd_step(opt, F.cross_entropy(logits, yb), epoch, lr), logits, yb)
+        running.add(common.sgd_step(opt, F.cross_entropy(logits, yb), epoch, lr), logits, yb)
     return running.result()
 
 
@@ -230,7 +220,7 @@ def finetune(
     evals = _check_eval_epochs(eval_epochs, schedule.epochs)
     if len(train_y) == 0 or len(test_y) == 0:
         raise ValueError("fine-tuning needs non-empty training and test sets")
-    opt = make_sgd(configure_trainable(model, blocks), optim)
+    opt = common.make_sgd(configure_trainable(model, blocks), optim)
     gen = torch.Generator().manual_seed(seed)
     first_epoch, metrics = 1, {}
     if state is not None:
