@@ -52,6 +52,9 @@ class JobRecorder(tune.Callback):
         self.errors: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.finished: set[str] = set()
+        #: Last epoch logged per job: a trial that Tune restarts (its node died) reports its
+        #: early epochs again, and those must not be logged twice.
+        self.last_epoch: dict[str, int] = {}
 
     @staticmethod
     def key_of(trial: Any) -> str:
@@ -73,7 +76,11 @@ class JobRecorder(tune.Callback):
         if ERROR_KEY in result:
             self.errors[self.key_of(trial)] = str(result[ERROR_KEY])
             return
-        self.tracker.log_metrics(run_id, reported_metrics(result), step=int(result["epoch"]))
+        key, epoch = self.key_of(trial), int(result["epoch"])
+        if epoch <= self.last_epoch.get(key, 0):
+            return
+        self.last_epoch[key] = epoch
+        self.tracker.log_metrics(run_id, reported_metrics(result), step=epoch)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = self.key_of(trial)

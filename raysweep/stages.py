@@ -73,7 +73,7 @@ def run_pretrain_stage(
     outcome.ran["pretrain"], outcome.failed["pretrain"] = 0, []
     if not to_run:
         return ready
-    cpus = max(1, total_cpus() // len(to_run))
+    cpus = max(1, min(largest_node_cpus(), total_cpus() // len(to_run)))
     task = ray.remote(pretrain_source).options(num_cpus=cpus, max_retries=2)
     context = WorkerContext(**{**asdict(ctx), "threads": cpus})
     refs = {task.remote(job.key, job.config, context): job for job in to_run}
@@ -140,6 +140,14 @@ def total_cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def largest_node_cpus() -> int:
+    """A task runs on one node: asking for more CPUs than any node has never schedules."""
+    import ray
+
+    alive = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
+    return max(1, max(alive, default=1))
 
 
 @contextlib.contextmanager

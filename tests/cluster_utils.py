@@ -14,17 +14,20 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
-RAY = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[1] / ".venv"))
-RAY_CLI = str(RAY / "bin" / "ray")
+#: The `ray` next to the interpreter running the tests: the venv's, not whatever is on PATH.
+RAY_CLI = str(Path(sys.executable).with_name("ray"))
+#: Ray 2.60 turns token auth on for a new head (reading or writing ~/.ray/auth_token) but not for
+#: `ray start --address`, which then cannot join; a short-lived test cluster goes without tokens.
+#: Drivers attaching to it need the same setting.
+CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}
 #: `ray start` prints this once the node's processes are up and registered.
 STARTED = "Ray runtime started"
 
@@ -48,6 +51,61 @@ def short_temp_dir(target: Path) -> Path:
     return link
 
 
+@dataclass(frozen=True)
+class Proc:
+    """A process as /proc shows it; (pid, start time) names it even after its pid is reused."""
+
+    pid: int
+    name: str
+    start: int
+
+    def running(self) -> bool:
+        now = read_stat(self.pid)
+        return now is not None and now[2] == self.start and now[3] != "Z"
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+
+def read_stat(pid: int) -> tuple[int, str, int, str] | None:
+    """(parent pid, name, start time in clock ticks, state) from /proc/<pid>/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    rest = text[text.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
+    return int(rest[1]), name, int(rest[19]), rest[0]
+
+
+def descendants(root: int) -> list[Proc]:
+    """Every live process below ``root`` in the process tree."""
+    stats = {int(d): read_stat(int(d)) for d in os.listdir("/proc") if d.isdigit()}
+    children: dict[int, list[int]] = {}
+    for pid, stat in stats.items():
+        if stat is not None:
+            children.setdefault(stat[0], []).append(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        stat = stats[pid]
+        if stat is not None and stat[3] != "Z":
+            found.append(Proc(pid, stat[1], stat[2]))
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def wait_gone(procs: Iterable[Proc], timeout_s: float) -> list[Proc]:
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if p.running()]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if p.running()]
+    return alive
+
+
 @dataclass
 class RayNode:
     """One `ray start --block` process and the Ray processes it spawned."""
@@ -57,29 +115,22 @@ class RayNode:
     log: Path
     temp_link: Path
     #: Every descendant ever seen: Ray workers outlive a killed raylet as orphans for a moment.
-    seen: dict[int, psutil.Process] = field(default_factory=dict)
+    seen: set[Proc] = field(default_factory=set)
 
-    def descendants(self) -> list[psutil.Process]:
-        try:
-            found = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            found = []
-        for proc in found:
-            self.seen.setdefault(proc.pid, proc)
+    def descendants(self) -> list[Proc]:
+        found = descendants(self.process.pid)
+        self.seen.update(found)
         return found
 
     def owns(self, pid: int) -> bool:
-        """Whether ``pid`` is this node's `ray start` or one of its descendants now."""
-        return pid == self.process.pid or any(p.pid == pid for p in self.descendants())
+        """Whether ``pid`` is a live descendant of this node's `ray start` process."""
+        return any(p.pid == pid for p in self.descendants())
 
-    def raylet(self) -> psutil.Process:
+    def raylet(self) -> Proc:
         for proc in self.descendants():
-            try:
-                if proc.name() == "raylet":
-                    return proc
-            except psutil.NoSuchProcess:
-                continue
-        raise RuntimeError(f"{self.name}: no raylet among the children of pid {self.process.pid}")
+            if proc.name == "raylet":
+                return proc
+        raise RuntimeError(f"{self.name}: no raylet below `ray start` pid {self.process.pid}")
 
     def wait_started(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -89,30 +140,42 @@ class RayNode:
             time.sleep(0.2)
         self.descendants()
 
-    def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM this node's processes, SIGKILL what is left after ``grace_s``."""
-        self.descendants()
+    def unreaped(self) -> int:
+        """How many exited children `ray start` has not reaped yet (zombies)."""
+        stats = (read_stat(int(d)) for d in os.listdir("/proc") if d.isdigit())
+        return sum(1 for st in stats if st and st[0] == self.process.pid and st[3] == "Z")
+
+    def close(self, grace_s: float) -> None:
+        """Stop `ray start` itself, once it reaped its children; remove the temp-dir symlink."""
+        deadline = time.monotonic() + 2.0  # its --block loop polls its children every second
+        while self.process.poll() is None and self.unreaped() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.process.poll() is None:
+            self.process.terminate()
         try:
-            root = psutil.Process(self.process.pid)
-        except psutil.NoSuchProcess:
-            root = None
-        procs = [p for p in [root, *self.seen.values()] if p is not None and p.is_running()]
-        for proc in procs:  # is_running() checks the start time too: a reused pid is spared
-            with_signal(proc, signal.SIGTERM)
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for proc in alive:
-            with_signal(proc, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=grace_s)
-        self.process.wait(timeout=grace_s)
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         shutil.rmtree(self.temp_link.parent, ignore_errors=True)  # the symlink's folder only
 
 
-def with_signal(proc: psutil.Process, sig: int) -> None:
-    try:
-        if proc.is_running():
-            proc.send_signal(sig)
-    except psutil.NoSuchProcess:
-        pass
+def stop_nodes(nodes: Sequence[RayNode], grace_s: float = 3.0) -> None:
+    """SIGTERM every Ray process of the nodes, SIGKILL what runs after ``grace_s``, then the
+    `ray start` processes.
+
+    Ray's processes go first so that each `ray start` reaps its children rather than leaving
+    zombies to an init that may never reap them. A head drains for up to 30 s on SIGTERM; a
+    throwaway cluster has nothing worth waiting for.
+    """
+    procs = [proc for node in nodes for proc in (*node.descendants(), *node.seen)]
+    for proc in procs:  # running() compares start times: a reused pid is spared
+        proc.signal(signal.SIGTERM)
+    for proc in wait_gone(procs, grace_s):
+        proc.signal(signal.SIGKILL)
+    wait_gone(procs, grace_s)
+    for node in nodes:
+        node.close(grace_s)
 
 
 def start_node(
@@ -127,7 +190,7 @@ def start_node(
             [RAY_CLI, "start", "--block", "--temp-dir", str(link), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **CLUSTER_ENV, **(env or {})},
         )
     return RayNode(name, process, log, link)
 
@@ -139,8 +202,9 @@ class LocalCluster:
     workers: list[RayNode]
 
 
-def node_ports() -> list[str]:
-    """Ports `ray start` would otherwise take at fixed defaults, clashing between nodes."""
+def node_flags() -> list[str]:
+    """Flags of every node: the agent port defaults to a fixed 52365, which two nodes (or another
+    test's Ray) on one machine would fight over; usage stats are never wanted here."""
     return [
         "--dashboard-agent-listen-port",
         str(free_port()),
@@ -162,16 +226,12 @@ def local_cluster(
                 "--head",
                 "--port",
                 str(port),
-                "--node-ip-address",
-                "127.0.0.1",
                 "--num-cpus",
                 str(head_cpus),
                 "--resources",
                 json.dumps({"head_node": 1}),
                 "--include-dashboard=false",
-                "--ray-client-server-port",
-                str(free_port()),
-                *node_ports(),
+                *node_flags(),
             ],
             folder / "head",
             env,
@@ -183,13 +243,11 @@ def local_cluster(
             [
                 "--address",
                 f"127.0.0.1:{port}",
-                "--node-ip-address",
-                "127.0.0.1",
                 "--num-cpus",
                 str(worker_cpus),
                 "--resources",
                 json.dumps({"worker_node": 1}),
-                *node_ports(),
+                *node_flags(),
             ],
             folder / "worker",
             env,
@@ -198,5 +256,4 @@ def local_cluster(
         worker.wait_started()
         yield LocalCluster(f"127.0.0.1:{port}", head, [worker])
     finally:
-        for node in reversed(nodes):
-            node.stop()
+        stop_nodes(nodes)
