@@ -30,7 +30,7 @@ def test_bad_spec_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = tmp_path / "bad.yaml"
-    spec.write_text((SPACES / "quickstart.yaml").read_text().replace("eps: 0.5", "eps: -0.5"))
+    spec.write_text((SPACES / "quickstart.yaml").read_text().replace("eps: 0.25", "eps: -0.25"))
     assert main(["plan", str(spec)]) == 2
     assert "sources[2].training.eps: must be > 0" in one_line_error(capsys)
 

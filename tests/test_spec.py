@@ -19,11 +19,11 @@ def quickstart_raw() -> dict:
 
 def test_quickstart_values() -> None:
     spec = load_spec(SPACES / "quickstart.yaml")
-    assert [s.name for s in spec.sources] == ["natural", "linf_8", "l2_0.5"]
+    assert [s.name for s in spec.sources] == ["natural", "linf_2", "l2_0.25"]
     linf = spec.sources[1].training
     assert linf.kind == "pgd" and linf.norm == "linf"
-    assert linf.eps == pytest.approx(8 / 255)
-    assert linf.attack is not None and linf.attack.step_size == pytest.approx(2.5 * (8 / 255) / 2)
+    assert linf.eps == pytest.approx(2 / 255)
+    assert linf.attack is not None and linf.attack.step_size == pytest.approx(2.5 * (2 / 255) / 2)
     assert spec.subset_sizes == (100, 400, 1000)
     assert spec.seeds_for(100) == (SEED_BASE, SEED_BASE + 100_000, SEED_BASE + 200_000)
     assert spec.resources.cpu == 1.0
