@@ -27,7 +27,7 @@ from raysweep.data import (
     to_model_input,
 )
 from raysweep.models import TransferNet, build_model
-from raysweep.models.checkpoints import load_checkpoint, save_checkpoint
+from raysweep.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from raysweep.models.freeze import replace_head
 from raysweep.models.net import Normalize
 from raysweep.models.published import load_source
@@ -281,10 +281,24 @@ def log_attempt(folder: Path, key: str) -> None:
         handle.write(f"{time.time():.3f} {key} pid={os.getpid()}\n")
 
 
+#: Failures that a retry cannot fix: reported as the job's result (the run becomes FAILED with
+#: the reason), never raised, so Tune does not spend its retries — kept for lost nodes — on them.
+JOB_ERRORS = (FloatingPointError, FileNotFoundError, CheckpointError)
+
+
 def finetune_job(
     job: dict[str, Any], ctx: WorkerContext, report: Callable[[dict[str, Any]], None]
 ) -> None:
     """Fine-tune one source on one target subset, reporting metrics at every evaluation epoch."""
+    try:
+        run_finetune(job, ctx, report)
+    except JOB_ERRORS as error:
+        report({ERROR_KEY: " ".join(str(error).split()), "epoch": 0})
+
+
+def run_finetune(
+    job: dict[str, Any], ctx: WorkerContext, report: Callable[[dict[str, Any]], None]
+) -> None:
     torch.set_num_threads(ctx.threads)
     folder = ctx.trial_dir(job["key"])
     log_attempt(folder, job["key"])
@@ -309,34 +323,29 @@ def finetune_job(
 
     for row in reported:  # the history of an interrupted attempt, so the run has it all
         on_eval(row["epoch"], {k: v for k, v in row.items() if k not in ("epoch", "n_train")})
-    try:
-        finetune(
-            model,
-            train.images[index],
-            train.labels[index],
-            test.images,
-            test.labels,
-            blocks=job["blocks"],
-            update_frozen_bn_stats=job["update_frozen_bn_stats"],
-            optim=optim_config(job["optimizer"], poisoned=job["key"] in injected_faults()),
-            schedule=ScheduleConfig(
-                epochs=job["epochs"],
-                milestones=tuple(job["lr_milestones"]),
-                decay=job["lr_decay"],
-            ),
-            eval_epochs=job["eval_epochs"],
-            prepare=make_prepare(model),
-            augment=make_augment(job["augment"]),
-            seed=job["seed"],
-            on_eval=on_eval,
-            eval_attack=attack_config(job.get("eval_attack")),
-            state=state,
-            on_epoch_end=saved.maybe_save,
-        )
-    except FloatingPointError as error:
-        # A diverged trial is a result, not an infrastructure fault: report it instead of
-        # raising, so Tune does not retry it and the driver marks the run FAILED.
-        report({**base, ERROR_KEY: str(error), "epoch": 0})
+    finetune(
+        model,
+        train.images[index],
+        train.labels[index],
+        test.images,
+        test.labels,
+        blocks=job["blocks"],
+        update_frozen_bn_stats=job["update_frozen_bn_stats"],
+        optim=optim_config(job["optimizer"], poisoned=job["key"] in injected_faults()),
+        schedule=ScheduleConfig(
+            epochs=job["epochs"],
+            milestones=tuple(job["lr_milestones"]),
+            decay=job["lr_decay"],
+        ),
+        eval_epochs=job["eval_epochs"],
+        prepare=make_prepare(model),
+        augment=make_augment(job["augment"]),
+        seed=job["seed"],
+        on_eval=on_eval,
+        eval_attack=attack_config(job.get("eval_attack")),
+        state=state,
+        on_epoch_end=saved.maybe_save,
+    )
     saved.clear()
 
 

@@ -82,3 +82,35 @@ def test_nan_trial_fails_alone_and_retry_completes_it(tmp_path: Path) -> None:
     runs = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'job'")
     assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(plan.keys())
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_missing_target_data_fails_only_its_jobs_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    from raysweep.cli import main
+
+    spec = {
+        **SPEC,
+        "name": "nodata",
+        "targets": ["digits", "mnist"],
+        "seeds": 1,
+        "data_root": str(tmp_path / "data"),
+        "download": False,
+    }
+    spec_path = tmp_path / "nodata.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    start_ray()
+    try:
+        code = main(["--root", str(tmp_path / "runs"), "launch", str(spec_path)])
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert code == 1
+    failed = [line for line in out.splitlines() if line.strip().startswith("FAILED")]
+    assert len(failed) == 1 and "natural→mnist" in failed[0]
+    assert f"dataset 'mnist' not found in {tmp_path / 'data'}" in failed[0]
+    assert "download: true" in failed[0]
+    attempts = list((tmp_path / "runs" / "nodata" / "trials").glob("*/attempts.log"))
+    assert sorted(len(p.read_text().splitlines()) for p in attempts) == [1, 1]  # no retries
