@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cluster_utils import CLUSTER_ENV, LocalCluster, RayNode, local_cluster
+from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
 from raysweep.plan import make_plan
@@ -30,27 +31,20 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 #: 8 fine-tune trials of ~5 s (16 epochs on 400 digits): with one CPU per node, two run at a
 #: time, so one is surely on the worker node while the sweep is still far from done.
-SPEC = {
-    "name": "nodeloss",
-    "sources": [
-        {
-            "name": "natural",
-            "architecture": "small_cnn",
-            "dataset": "textures",
-            "training": {"kind": "natural"},
-        }
-    ],
-    "pretrain": {"epochs": 1, "optimizer": {"lr": 0.05, "batch_size": 128}, "augment": "none"},
-    "targets": ["digits"],
-    "subset_sizes": [400],
-    "seeds": 4,
-    "blocks": [1, 2],
-    "finetune": {
-        "optimizer": {"lr": 0.05, "batch_size": 32},
-        "rules": [{"up_to": "all", "epochs": 16, "eval_every": 4}],
+SPEC = one_source_spec(
+    "nodeloss",
+    **{
+        "targets": ["digits"],
+        "subset_sizes": [400],
+        "seeds": 4,
+        "blocks": [1, 2],
+        "finetune": {
+            "optimizer": {"lr": 0.05, "batch_size": 32},
+            "rules": [{"up_to": "all", "epochs": 16, "eval_every": 4}],
+        },
+        "resources": {"cpu": 1},
     },
-    "resources": {"cpu": 1},
-}
+)
 ATTEMPT = re.compile(r"^\S+ (?P<key>\S+) pid=(?P<pid>\d+)$")
 #: GCS declares a node dead after missed health checks (Ray's default: 5 × 3 s); faster here so
 #: the retry does not wait on it. Read by the head's GCS at start.

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
 from raysweep.orchestrator import launch
@@ -17,26 +18,19 @@ from raysweep.workers import NAN_KEYS_ENV
 
 pytestmark = pytest.mark.slow
 
-SPEC = {
-    "name": "nan",
-    "sources": [
-        {
-            "name": "natural",
-            "architecture": "small_cnn",
-            "dataset": "textures",
-            "training": {"kind": "natural"},
-        }
-    ],
-    "pretrain": {"epochs": 1, "optimizer": {"lr": 0.05}, "augment": "none"},
-    "targets": ["digits"],
-    "subset_sizes": [50],
-    "seeds": 3,
-    "blocks": [0],
-    "finetune": {
-        "optimizer": {"lr": 0.05, "batch_size": 25},
-        "rules": [{"up_to": "all", "epochs": 2}],
+SPEC = one_source_spec(
+    "nan",
+    **{
+        "targets": ["digits"],
+        "subset_sizes": [50],
+        "seeds": 3,
+        "blocks": [0],
+        "finetune": {
+            "optimizer": {"lr": 0.05, "batch_size": 25},
+            "rules": [{"up_to": "all", "epochs": 2}],
+        },
     },
-}
+)
 
 
 def start_ray() -> None:

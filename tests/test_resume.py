@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
 from raysweep.data import dataset_info
@@ -97,27 +98,20 @@ def test_interrupted_trial_resumes_from_its_epoch_with_identical_results(tmp_pat
     assert not (ctx.trial_dir(JOB["key"]) / "state.pt").exists()  # cleared at the end
 
 
-KILL_SPEC = {
-    "name": "killed",
-    "sources": [
-        {
-            "name": "natural",
-            "architecture": "small_cnn",
-            "dataset": "textures",
-            "training": {"kind": "natural"},
-        }
-    ],
-    "pretrain": {"epochs": 1, "optimizer": {"lr": 0.05, "batch_size": 128}, "augment": "none"},
-    "targets": ["digits", "shapes_outline"],
-    "subset_sizes": [100, 200],
-    "seeds": 4,
-    "blocks": [0, 1],
-    "finetune": {
-        "optimizer": {"lr": 0.05, "batch_size": 32},
-        "rules": [{"up_to": "all", "epochs": 6, "eval_every": 2}],
+KILL_SPEC = one_source_spec(
+    "killed",
+    **{
+        "targets": ["digits", "shapes_outline"],
+        "subset_sizes": [100, 200],
+        "seeds": 4,
+        "blocks": [0, 1],
+        "finetune": {
+            "optimizer": {"lr": 0.05, "batch_size": 32},
+            "rules": [{"up_to": "all", "epochs": 6, "eval_every": 2}],
+        },
+        "resources": {"cpu": 1},
     },
-    "resources": {"cpu": 1},
-}
+)
 
 
 def finished_finetune_runs(db: Path) -> int:
