@@ -127,7 +127,10 @@ def launch(
     except KeyboardInterrupt:
         tracker.finish_parent("KILLED")
         raise
-    outcome.report = report_sweep(tracker, sweep, write)
+    if spec.finetune is not None:
+        outcome.report = report_sweep(tracker, sweep, write)
+    else:
+        write("[report] no fine-tuning grid in this sweep: probe results are on its MLflow runs")
     tracker.finish_parent("FINISHED" if outcome.ok else "FAILED")
     return outcome
 
