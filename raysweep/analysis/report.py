@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raysweep.analysis.distance import distance_section, distance_table, write_gap_vs_distance
 from raysweep.analysis.figures import gap_markdown, plot_accuracy_vs_subset, write_gap_table
 from raysweep.analysis.results import (
     NothingToAnalyze,
@@ -98,8 +99,10 @@ def write_sweep_report(tracking_uri: str, sweep: str, out_dir: Path) -> list[Pat
     Writes into ``out_dir``: the run cache (``finetune_runs.parquet``, or ``.csv`` without
     pyarrow), ``accuracy_summary.csv`` (mean, ci95, n per source × target × subset size ×
     blocks), Utrera Fig. 2(a) per blocks value, and when a robust source has a natural partner,
-    Fig. 2(b) and ``gap_table.csv``/``.md``; then ``report.md`` linking them. Returns every
-    path written, ``report.md`` last. Raises :class:`NothingToAnalyze` without finished runs.
+    Fig. 2(b) and ``gap_table.csv``/``.md``; when the sweep has distance probe runs, the gap vs.
+    EMD figure and table (Terzi Fig. 3, ``gap_vs_distance.*``); then ``report.md`` linking them.
+    Returns every path written, ``report.md`` last. Raises :class:`NothingToAnalyze` without
+    finished runs.
     """
     out_dir = Path(out_dir)
     df = sweep_runs(tracking_uri, sweep, stage="finetune")
@@ -116,6 +119,8 @@ def write_sweep_report(tracking_uri: str, sweep: str, out_dir: Path) -> list[Pat
     summary.to_csv(summary_path, index=False)
     figures = plot_accuracy_vs_subset(df, out_dir)
     gap_paths = write_gap_table(df, out_dir) if natural_partners(df) else []
+    # Terzi Fig. 3 only when the sweep ran distance probes; [] (nothing written) otherwise.
+    distance_paths = write_gap_vs_distance(df, distance_table(tracking_uri, sweep), out_dir)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
         f"# Sweep `{sweep}`: fine-tuning results\n\nTracking URI `{tracking_uri}`, "
@@ -126,6 +131,8 @@ def write_sweep_report(tracking_uri: str, sweep: str, out_dir: Path) -> list[Pat
     ]
     if gap_paths:
         sections.append(_gap_section(df, gap_paths, out_dir))
+    if distance_paths:
+        sections.append(distance_section(distance_paths, out_dir))
     report = out_dir / "report.md"
     report.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-    return [cache, summary_path, *figures, *gap_paths, report]
+    return [cache, summary_path, *figures, *gap_paths, *distance_paths, report]
