@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
+from raysweep.orchestrator import ClusterError
 from raysweep.spec import SpecError
 from raysweep.sweepdir import SweepDirError
 from raysweep.tracking import TrackingError
@@ -19,6 +20,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     SpecError,
     SweepDirError,
     TrackingError,
+    ClusterError,
     FileNotFoundError,
     ValueError,
 )

@@ -1,4 +1,5 @@
-"""The stage graph on Ray: pretrain sources (Ray tasks) → fine-tune grid (Ray Tune) → report.
+"""The stage graph on Ray: pretrain sources and probe them (Ray tasks) → fine-tune grid (Ray
+Tune) → report.
 
 MLflow is the ledger: a job whose key has a FINISHED run is skipped, so launching the same spec
 again, or resuming after a crash, only does what is missing.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,25 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not any(self.failed.values())
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster named by --address does not answer; the message says what to do."""
+
+
+def check_cluster_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, before anything is recorded: ray.init waits minutes for a dead head."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as error:
+        raise ClusterError(
+            f"Ray cluster {address} is unreachable ({error}); start it (`ray start --head`) "
+            "or pass the head's host:port, auto or ray://host:10001"
+        ) from None
 
 
 def ensure_ray(address: str | None) -> None:
@@ -103,6 +124,7 @@ def launch(
 
     spec = load_spec(spec_path)
     plan = make_plan(spec)
+    check_cluster_reachable(address)
     sweep = SweepDir(resolve_root(root), name or spec.name)
     tracker, uri = prepare_sweep(Path(spec_path), plan, sweep, tracking_uri, extend)
     outcome = Outcome(sweep=sweep.name, tracking_uri=uri)

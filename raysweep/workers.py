@@ -33,9 +33,9 @@ from raysweep.models.net import Normalize
 from raysweep.models.published import load_source
 from raysweep.store import Store, write_json_atomic
 from raysweep.train.attacks import PGDConfig
-from raysweep.train.finetuning import FinetuneState
 from raysweep.train.kinds import make_training_kind
 from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, pretrain
+from raysweep.trials import TrialState, log_attempt
 
 ERROR_KEY = "raysweep_error"
 NAN_KEYS_ENV = "RAYSWEEP_NAN_KEYS"
@@ -235,50 +235,6 @@ def prepare_target_model(source: TransferNet, job: dict[str, Any], target: str) 
     if job["normalization"] == "target":
         model.normalize = Normalize(info.mean, info.std, model.input_channels)
     return model
-
-
-class TrialState:
-    """A trial's resumable state on disk: the last FinetuneState and the metrics reported so far.
-
-    Saved at most every ``checkpoint_every_s`` seconds (atomically), so short trials never pay
-    for it; removed when the trial ends. A resumed trial first re-reports the saved metrics,
-    so its MLflow run holds the whole history, then continues from the saved epoch.
-    """
-
-    def __init__(self, folder: Path, every_s: float) -> None:
-        self.path = folder / "state.pt"
-        self.every_s = every_s
-        self.last_save = time.monotonic()
-        self.reported: list[dict[str, Any]] = []
-
-    def load(self) -> tuple[FinetuneState | None, list[dict[str, Any]]]:
-        if not self.path.is_file():
-            return None, []
-        try:
-            saved = torch.load(self.path, weights_only=True)
-            return FinetuneState.from_dict(saved["state"]), list(saved["reported"])
-        except Exception:  # an unreadable state only costs the epochs it held
-            self.path.unlink(missing_ok=True)
-            return None, []
-
-    def maybe_save(self, state: FinetuneState) -> None:
-        if time.monotonic() - self.last_save < self.every_s:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save({"state": state.to_dict(), "reported": self.reported}, tmp)
-        os.replace(tmp, self.path)
-        self.last_save = time.monotonic()
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def log_attempt(folder: Path, key: str) -> None:
-    """One line per start of a trial: how often a job's training began (resume tests read it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "attempts.log", "a") as handle:
-        handle.write(f"{time.time():.3f} {key} pid={os.getpid()}\n")
 
 
 #: Failures that a retry cannot fix: reported as the job's result (the run becomes FAILED with

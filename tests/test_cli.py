@@ -54,6 +54,18 @@ def test_unreachable_tracking_server_writes_nothing(
     assert not (root / "quickstart").exists()
 
 
+def test_unreachable_cluster_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "runs"
+    code = main(
+        ["--root", str(root), "launch", str(SPACES / "quickstart.yaml"), "--address", "127.0.0.1:9"]
+    )
+    assert code == 2
+    assert "Ray cluster 127.0.0.1:9 is unreachable" in one_line_error(capsys)
+    assert not root.exists()
+
+
 def test_ui_for_unknown_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--root", str(tmp_path), "ui", "nope"]) == 2
     assert "no sweep named 'nope'" in one_line_error(capsys)
