@@ -126,11 +126,14 @@ class RayNode:
         """Whether ``pid`` is a live descendant of this node's `ray start` process."""
         return any(p.pid == pid for p in self.descendants())
 
-    def raylet(self) -> Proc:
+    def lose(self) -> None:
+        """SIGKILL every Ray process of the node at once, as when its machine goes away.
+
+        Killing the raylet alone is not enough: a worker process notices a dead raylet only at
+        its next liveness check and may finish its trial first.
+        """
         for proc in self.descendants():
-            if proc.name == "raylet":
-                return proc
-        raise RuntimeError(f"{self.name}: no raylet below `ray start` pid {self.process.pid}")
+            proc.signal(signal.SIGKILL)
 
     def wait_started(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -131,7 +130,7 @@ def test_trial_on_a_killed_worker_node_is_retried_and_the_sweep_completes(
         try:
             worker = cluster.workers[0]
             key, pid = wait_for_trial_on(worker, sweep / "trials", sweep / "mlflow.db", driver, log)
-            os.kill(worker.raylet().pid, signal.SIGKILL)
+            worker.lose()
             killed_at, killed_wall = time.monotonic(), time.time()
             code = driver.wait(timeout=150)
         finally:
@@ -160,7 +159,7 @@ def test_trial_on_a_killed_worker_node_is_retried_and_the_sweep_completes(
     assert [m.step for m in accuracy] == job.config["eval_epochs"] == [1, 5, 9, 13, 16]
     retry_started = float((sweep / "trials" / key / "attempts.log").read_text().split()[-3])
     print(
-        f"\nworker raylet killed {killed_at - started:.1f} s in, during trial {key[:12]}; "
+        f"\nworker node killed {killed_at - started:.1f} s in, during trial {key[:12]}; "
         f"restarted {retry_started - killed_wall:.1f} s later (requeued); sweep done "
         f"{time.monotonic() - killed_at:.1f} s after the kill; test/acc on the retried run: "
         + str(sorted((m.step, round(m.value, 2)) for m in accuracy))
