@@ -177,7 +177,7 @@ def test_write_sweep_report(store: dict, tmp_path: Path) -> None:
 
 
 def test_report_without_runs_raises(store: dict, tmp_path: Path) -> None:
-    message = "sweep 'nope' has no finished fine-tuning runs yet: run `raysweep status nope`"
+    message = "sweep 'nope' has no finished runs yet: run `raysweep status nope`"
     with pytest.raises(NothingToAnalyze) as info:
         write_sweep_report(store["uri"], "nope", tmp_path)
     assert str(info.value) == message

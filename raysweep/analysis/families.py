@@ -1,0 +1,109 @@
+"""The figure families that ``raysweep analyze`` draws, in report order.
+
+Each entry is ``(name, family)`` with ``family(data, out_dir) -> Section`` (see
+:mod:`raysweep.analysis.sweepdata`); a family raises ``NotSupported`` when the sweep holds
+nothing it can draw. The modules below each own one family (or a few close ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from raysweep.analysis.distance import distance_table, write_gap_vs_distance
+from raysweep.analysis.figures import gap_markdown, plot_accuracy_vs_subset, write_gap_table
+from raysweep.analysis.stats import gap_table, natural_partners, summarize
+from raysweep.analysis.sweepdata import NotSupported, Section, SweepData, require_columns
+from raysweep.analysis.tables import pivot_markdown
+
+Family = Callable[[SweepData, Path], Section]
+CELL = ["source", "target", "subset_size", "blocks"]
+
+
+def link(path: Path, out_dir: Path) -> str:
+    """A report link: ``path`` relative to the report folder, with forward slashes."""
+    return path.relative_to(out_dir).as_posix()
+
+
+def figure_links(paths: list[Path], out_dir: Path) -> str:
+    """Markdown that shows every PNG of ``paths`` inline, each followed by its PDF link."""
+    parts = []
+    for png in (p for p in paths if p.suffix == ".png"):
+        pdf = png.with_suffix(".pdf")
+        parts.append(f"![{png.stem}]({link(png, out_dir)})\n\n[PDF]({link(pdf, out_dir)})")
+    return "\n\n".join(parts)
+
+
+def file_links(paths: list[Path], out_dir: Path) -> str:
+    """``[name](path)`` for every table file (CSV, Markdown, JSON) in ``paths``."""
+    tables = [p for p in paths if p.suffix in (".csv", ".md", ".json", ".parquet")]
+    return ", ".join(f"[{p.name}]({link(p, out_dir)})" for p in tables)
+
+
+def accuracy_vs_subset(data: SweepData, out_dir: Path) -> Section:
+    """Utrera et al. 2021, Fig. 2: accuracy and robust − natural delta vs. training-set size."""
+    df = data.finetune
+    require_columns(df, CELL, "accuracy vs. subset size")
+    summary = summarize(df, CELL)
+    summary_path = out_dir / "accuracy_summary.csv"
+    summary.to_csv(summary_path, index=False)
+    figures = plot_accuracy_vs_subset(df, out_dir)
+    parts = [
+        "Mean over seeds with its 95% t-interval (band); the delta panels subtract the natural "
+        "source's accuracy seed by seed. Test accuracy [%] per cell, mean ± 95% t half-width "
+        f"(n runs), best source per row in bold; all cells: {file_links([summary_path], out_dir)}.",
+        figure_links(figures, out_dir),
+    ]
+    for b, part in summary.groupby("blocks", sort=True):
+        table = pivot_markdown(part, ["target", "subset_size"], "source")
+        parts.append(f"### blocks = {b}\n\n{table}")
+    title = "Accuracy vs. training-set size (Utrera et al. 2021, Fig. 2)"
+    return Section(title, "\n\n".join(parts), [summary_path, *figures])
+
+
+def robust_natural_gap(data: SweepData, out_dir: Path) -> Section:
+    """Every robust source minus its natural partner, per cell (Utrera Fig. 2(b) as a table)."""
+    df = data.finetune
+    require_columns(df, CELL, "robust − natural gap")
+    if not natural_partners(df):
+        raise NotSupported(
+            "robust − natural gap: no robust source has a natural source of the same "
+            "architecture and source dataset"
+        )
+    paths = write_gap_table(df, out_dir)
+    text = (
+        "Each robust source minus the natural source of the same architecture and source "
+        "dataset, matched by target, subset size, seed and blocks; mean ± 95% t half-width "
+        f"(n matched seeds). Files: {file_links(paths, out_dir)}."
+    )
+    body = f"{text}\n\n{gap_markdown(gap_table(df), heading='###')}"
+    return Section("Robust − natural gap [pp]", body, paths)
+
+
+def gap_vs_distance(data: SweepData, out_dir: Path) -> Section:
+    """Terzi et al. 2021, Fig. 3: the gap per target against the source → target EMD."""
+    distances = distance_table(data.tracking_uri, data.sweep)
+    if distances.empty:
+        raise NotSupported("gap vs. distance: the sweep has no finished `distance` probe runs")
+    if data.finetune.empty or not natural_partners(data.finetune):
+        raise NotSupported("gap vs. distance: no robust/natural pair of fine-tuning runs")
+    paths = write_gap_vs_distance(data.finetune, distances, out_dir)
+    if not paths:
+        raise NotSupported("gap vs. distance: no target has both a matched gap and an EMD")
+    body = (
+        "Robust − natural gap per target against the natural source's EMD to the target "
+        f"(pooled over subset sizes and seeds); table and correlations: "
+        f"{file_links(paths, out_dir)}.\n\n{figure_links(paths, out_dir)}"
+    )
+    return Section("Gap vs. dataset distance (Terzi et al. 2021, Fig. 3)", body, paths)
+
+
+FAMILIES: list[tuple[str, Family]] = [
+    ("accuracy_vs_subset", accuracy_vs_subset),
+    ("robust_natural_gap", robust_natural_gap),
+    ("gap_vs_distance", gap_vs_distance),
+]
+
+
+def family_names() -> list[str]:
+    return [name for name, _ in FAMILIES]

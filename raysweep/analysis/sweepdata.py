@@ -1,0 +1,115 @@
+"""What every figure family reads: a sweep's runs as frames, fetched once, and the family contract.
+
+A *figure family* is a function ``(data: SweepData, out_dir: Path) -> Section``: it draws one
+kind of figure or table from the runs of one sweep, writes its files (PNG + PDF figures, CSV +
+Markdown tables) under ``out_dir`` and returns the report section that links them. When the
+sweep holds nothing the family can draw (no distance probes, a single blocks value, ...) it
+raises :class:`NotSupported` with the reason; the report lists it under "Not drawn".
+
+Frames are fetched lazily through MLflow's client, so a family that is not supported costs
+one query at most, and shared by every family of one ``raysweep analyze`` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts
+
+from raysweep.analysis.results import count_unfinished, metric_history, sweep_runs
+
+#: Columns a fine-tuning run needs to be placed in the grid at all.
+FINETUNE_REQUIRED = ("source", "source_training", "target", "subset_size", "blocks")
+
+
+class NotSupported(Exception):
+    """A figure family has nothing to draw in this sweep; the message says what is missing."""
+
+
+@dataclass
+class Section:
+    """One part of the report: a Markdown body whose links are relative to the report folder."""
+
+    title: str
+    body: str
+    paths: list[Path] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        return f"## {self.title}\n\n{self.body}"
+
+
+class SweepData:
+    """A sweep's FINISHED runs per stage and their metric histories, fetched on first use."""
+
+    def __init__(self, tracking_uri: str, sweep: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.sweep = sweep
+        self._histories: dict[tuple[str, str], pd.DataFrame] = {}
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+    @cached_property
+    def finetune(self) -> pd.DataFrame:
+        """Finished fine-tuning runs placed in the grid (see :func:`sweep_runs`)."""
+        df = sweep_runs(self.tracking_uri, self.sweep, stage="finetune")
+        return df.dropna(subset=[c for c in FINETUNE_REQUIRED if c in df.columns])
+
+    @cached_property
+    def probes(self) -> pd.DataFrame:
+        """Finished probe runs: a ``probe`` column names the probe, metrics as ``probe_*``."""
+        return sweep_runs(self.tracking_uri, self.sweep, stage="probe")
+
+    @cached_property
+    def pretrain(self) -> pd.DataFrame:
+        """Finished source runs (training or import), one per source."""
+        return sweep_runs(self.tracking_uri, self.sweep, stage="pretrain")
+
+    @cached_property
+    def unfinished(self) -> dict[str, int]:
+        """Fine-tuning runs not FINISHED, per status: counted in the report, never plotted."""
+        return count_unfinished(self.tracking_uri, self.sweep, stage="finetune")
+
+    def stage_runs(self, stage: str) -> pd.DataFrame:
+        frames = {"finetune": self.finetune, "probe": self.probes, "pretrain": self.pretrain}
+        if stage not in frames:
+            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(frames)}")
+        return frames[stage]
+
+    def history(self, stage: str, metric: str) -> pd.DataFrame:
+        """Every logged value of ``metric`` for the stage's runs, one row per (run, step).
+
+        Columns: the run's columns (axes, final metrics) plus ``step`` and ``value``. Steps are
+        epochs for fine-tuning and pretraining, sample indices for probe curves.
+        """
+        cached = self._histories.get((stage, metric))
+        if cached is None:
+            runs = self.stage_runs(stage)
+            values = metric_history(self.tracking_uri, list(runs["run_id"]), metric)
+            cached = values.merge(runs, on="run_id", how="inner")
+            self._histories[(stage, metric)] = cached
+        return cached
+
+    def artifact(self, run_id: str, path: str, dst: Path) -> Path:
+        """Download one artifact of a run (file or folder) into ``dst``; return its local path.
+
+        Works with every artifact store MLflow reaches (local folder, proxied server, S3).
+        """
+        dst.mkdir(parents=True, exist_ok=True)
+        local = download_artifacts(
+            run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.tracking_uri
+        )
+        return Path(local)
+
+
+def require_columns(df: pd.DataFrame, columns: tuple[str, ...] | list[str], what: str) -> None:
+    """Raise :class:`NotSupported` unless ``df`` has rows with every column present."""
+    missing = [c for c in columns if c not in df.columns]
+    if df.empty or missing:
+        detail = f"missing columns {missing}" if missing else "no finished runs"
+        raise NotSupported(f"{what}: {detail}")
