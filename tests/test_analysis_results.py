@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 import pytest
@@ -184,21 +184,20 @@ def test_report_without_runs_raises(store: dict, tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("accuracy_vs_subset", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
-def test_script_main(store: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    script = load_script()
+def test_script_draws_its_family(store: dict, tmp_path: Path) -> None:
     args = ["--tracking-uri", store["uri"], "--sweep", SWEEP, "--out", str(tmp_path)]
-    assert script.main([*args, "--blocks", "3"]) == 0
-    printed = capsys.readouterr().out.split()
+    done = run_script(*args)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.split()
     assert str(tmp_path / "delta_vs_subset_blocks-3.png") in printed
-    assert (tmp_path / "gap_table.md").exists()
-    assert script.main([*args, "--blocks", "9"]) == 2
-    assert "valid: 3" in capsys.readouterr().err
-    assert script.main(["--tracking-uri", store["uri"], "--sweep", "x", "--out", "y"]) == 2
+    assert (tmp_path / "accuracy_summary.csv").exists()
+    missing = run_script("--tracking-uri", store["uri"], "--sweep", "x", "--out", str(tmp_path))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "error: accuracy vs. subset size: no finished runs"
+    unknown = run_script("--root", str(tmp_path), "--sweep", "x")
+    assert unknown.returncode == 2 and "no sweep named 'x'" in unknown.stderr
