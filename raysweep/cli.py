@@ -10,7 +10,9 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from raysweep.analysis.results import NothingToAnalyze
 from raysweep.orchestrator import ClusterError
 from raysweep.spec import SpecError
 from raysweep.sweepdir import SweepDirError
@@ -23,6 +25,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ClusterError,
     FileNotFoundError,
     ValueError,
+    NothingToAnalyze,
 )
 
 
@@ -88,6 +91,14 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from raysweep.summary import analyze
+    from raysweep.sweepdir import SweepDir, resolve_root
+
+    analyze(SweepDir(resolve_root(args.root), args.name), args.out, args.tracking_uri)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.sweepdir import SweepDir, resolve_root
 
@@ -135,6 +146,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
         "list the published source checkpoints and where to download them",
         cmd_checkpoints,
     ),
+    "analyze": (
+        "draw the sweep's figures and tables (also while it runs) and log them on its run",
+        cmd_analyze,
+    ),
     "ui": ("start the MLflow UI for a sweep on 127.0.0.1", cmd_ui),
 }
 
@@ -152,8 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "launch":
             add_launch_options(command)
-        if name in ("resume", "status", "ui"):
+        if name in ("resume", "status", "analyze", "ui"):
             command.add_argument("name", help="sweep name")
+        if name == "analyze":
+            command.add_argument(
+                "--out", type=Path, help="output folder (default: <root>/<name>/report)"
+            )
+            command.add_argument(
+                "--tracking-uri", help="MLflow tracking URI (default: the sweep's own)"
+            )
         if name == "resume":
             command.add_argument("--address", help="Ray cluster to attach to")
             command.add_argument(

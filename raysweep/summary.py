@@ -1,29 +1,99 @@
-"""The last stage of a launch: figures and tables, saved and logged on the parent run."""
+"""Figures and tables of a sweep, saved to a folder and logged on the sweep's parent run.
+
+Used at the end of ``raysweep launch`` and by ``raysweep analyze``, which redraws them at any
+time, also while the sweep is still running (only FINISHED runs are used).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow import MlflowClient
+
 from raysweep.sweepdir import SweepDir
-from raysweep.tracking import SweepTracker
+from raysweep.tracking import (
+    ROLE_TAG,
+    SweepTracker,
+    TrackingError,
+    check_reachable,
+    experiment_name,
+)
+
+
+def publish(client: MlflowClient, parent_id: str, paths: list[Path], out_dir: Path) -> None:
+    """Log every written file on the parent run under ``report/`` (sub-folders kept)."""
+    for path in paths:
+        relative = path.parent.relative_to(out_dir)
+        folder = "report" if str(relative) == "." else f"report/{relative.as_posix()}"
+        client.log_artifact(parent_id, str(path), artifact_path=folder)
+
+
+def parent_run_id(client: MlflowClient, sweep: str, recorded: str | None) -> str:
+    """The sweep's parent run: the one ``sweep.json`` names, else the run tagged role=sweep."""
+    if recorded:
+        return recorded
+    experiment = client.get_experiment_by_name(experiment_name(sweep))
+    runs = (
+        []
+        if experiment is None
+        else client.search_runs(
+            [experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'sweep'", max_results=1
+        )
+    )
+    if not runs:
+        raise TrackingError(f"sweep '{sweep}' has no parent run in MLflow: launch it first")
+    return runs[0].info.run_id
+
+
+def analyze(
+    sweep: SweepDir,
+    out_dir: Path | None = None,
+    tracking_uri: str | None = None,
+    write: Callable[[str], None] = print,
+) -> list[Path]:
+    """``raysweep analyze``: draw every family the sweep supports into ``out_dir`` (default: the
+    sweep's report folder), log the files on its parent run, say what was not drawn and why."""
+    from raysweep.analysis.report import NothingToAnalyze, analyze_sweep
+
+    state = sweep.read_state()
+    uri = tracking_uri or state["tracking_uri"]
+    check_reachable(uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        # Opening a missing SQLite store would create an empty one: nothing ran yet.
+        raise NothingToAnalyze(
+            f"sweep {sweep.name!r} has no finished runs yet: run `raysweep status {sweep.name}`"
+        )
+    out = Path(out_dir) if out_dir is not None else sweep.report_dir
+    report = analyze_sweep(uri, sweep.name, out, progress=lambda line: write(f"[analyze] {line}"))
+    client = MlflowClient(uri)
+    parent = parent_run_id(client, sweep.name, state.get("parent_run_id"))
+    publish(client, parent, report.paths, out)
+    for reason in report.skipped.values():
+        write(f"[analyze] not drawn: {reason}")
+    write(
+        f"[analyze] {len(report.paths)} files in {out} (also on the sweep's MLflow run); "
+        f"open {out / 'report.md'}"
+    )
+    return report.paths
 
 
 def report_sweep(
     tracker: SweepTracker, sweep: SweepDir, write: Callable[[str], None]
 ) -> list[Path]:
-    """Write the report under the sweep folder and attach every file to the parent run."""
-    from raysweep.analysis.report import NothingToAnalyze, write_sweep_report
+    """The last stage of a launch: the report under the sweep folder, on the parent run."""
+    from raysweep.analysis.report import NothingToAnalyze, analyze_sweep
 
     try:
-        paths = write_sweep_report(tracker.uri, sweep.name, sweep.report_dir)
+        report = analyze_sweep(tracker.uri, sweep.name, sweep.report_dir)
     except NothingToAnalyze as reason:
         write(f"[report] skipped: {reason}")
         return []
     assert tracker.parent_id is not None
-    for path in paths:
-        relative = path.parent.relative_to(sweep.report_dir)
-        folder = "report" if str(relative) == "." else f"report/{relative}"
-        tracker.client.log_artifact(tracker.parent_id, str(path), artifact_path=folder)
-    write(f"[report] {len(paths)} files in {sweep.report_dir} (also on the sweep's MLflow run)")
-    return paths
+    publish(tracker.client, tracker.parent_id, report.paths, sweep.report_dir)
+    write(
+        f"[report] {len(report.paths)} files in {sweep.report_dir} (also on the sweep's MLflow "
+        f"run); {len(report.drawn)} figure families drawn, {len(report.skipped)} not supported "
+        "by this sweep's data (see report.md)"
+    )
+    return report.paths

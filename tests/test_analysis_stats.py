@@ -147,3 +147,11 @@ def test_gap_table_without_pairs_is_empty_with_columns() -> None:
     gap = gap_table(pd.DataFrame([run("nat", "cifar10", "100", 0, 50.0)]))
     assert gap.empty
     assert {"robust", "natural", "delta", "ci95", "n"} <= set(gap.columns)
+
+
+def test_eps_is_written_as_the_papers_do() -> None:
+    from raysweep.analysis.tables import format_eps
+
+    assert format_eps("linf", 2 / 255) == "2/255" and format_eps("linf", 0.03) == "0.03"
+    assert format_eps("l2", 0.25) == "0.25" and format_eps("", 0.0) == "0"
+    assert format_eps("", float("nan")) == "–" and format_eps("linf", None) == "–"

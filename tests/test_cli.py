@@ -125,3 +125,16 @@ def test_checkpoints_lists_utrera_sources_with_urls(capsys: pytest.CaptureFixtur
     for name in ("imagenet_l2_3_0", "imagenet_linf_4", "imagenet_linf_8"):
         assert f"robustness:{name}" in out
     assert "linf ε=8/255" in out and "https://" in out
+
+
+def test_analyze_a_sweep_without_finished_runs_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing_sweep(tmp_path, (SPACES / "quickstart.yaml").read_text())
+    assert main(["--root", str(tmp_path), "analyze", "quickstart"]) == 2
+    err = one_line_error(capsys)
+    assert err == (
+        "raysweep: error: sweep 'quickstart' has no finished runs yet: run "
+        "`raysweep status quickstart`"
+    )
+    assert not (tmp_path / "quickstart" / "report").exists()

@@ -163,3 +163,24 @@ def test_status_and_resume(micro_sweep: dict, capsys: pytest.CaptureFixture[str]
     assert re.search(r"finetune\s+32\s+0\s+0\s+0\s+32\n", out)
     assert main(["--root", root, "resume", "micro"]) == 0
     assert re.search(r"finetune\s+ran\s+0\s+skipped \(done\)\s+32", capsys.readouterr().out)
+
+
+def test_analyze_redraws_into_a_folder_and_logs_on_the_parent_run(
+    micro_sweep: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raysweep.cli import main
+
+    out = tmp_path / "figures"
+    assert main(["--root", str(micro_sweep["root"]), "analyze", "micro", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"files in {out}" in printed and "gap_vs_distance: 5 files" in printed
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for png in out.glob("*.png"):  # every figure is shown in the report, with its PDF beside it
+        assert f"({png.name})" in report and png.with_suffix(".pdf").is_file()
+    assert {"accuracy_vs_subset_blocks-0.png", "gap_vs_distance.png"} <= {
+        p.name for p in out.glob("*.png")
+    }
+    client, runs = job_runs(micro_sweep["root"])
+    parent = runs[0].data.tags["mlflow.parentRunId"]
+    logged = {Path(a.path).name for a in client.list_artifacts(parent, "report")}
+    assert {p.name for p in out.iterdir()} <= logged

@@ -19,7 +19,7 @@ from raysweep.analysis.families import FAMILIES, Family, link
 from raysweep.analysis.results import NothingToAnalyze, cache_results, default_cache_path
 from raysweep.analysis.stats import subset_order
 from raysweep.analysis.sweepdata import NotSupported, SweepData
-from raysweep.analysis.tables import markdown_table
+from raysweep.analysis.tables import format_eps, markdown_table
 
 CELL = ["source", "target", "subset_size", "blocks"]
 
@@ -42,7 +42,7 @@ def _coverage_section(df: pd.DataFrame, unfinished: dict[str, int]) -> str:
             str(r["source"]),
             str(r["source_training"]),
             str(r.get("source_norm") or "–"),
-            f"{r['source_eps']:g}" if pd.notna(r.get("source_eps")) else "–",
+            format_eps(r.get("source_norm"), r.get("source_eps")),
             str(int((df["source"] == r["source"]).sum())),
         ]
         for _, r in sources.iterrows()

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Real
 
 import pandas as pd
 
-from raysweep.analysis.stats import subset_order
+from raysweep.analysis.stats import blocks_order, subset_order
+
+#: Grid columns whose values are text but sort by meaning ("all" last, 3 before 10 blocks).
+SORT_KEYS = {"subset_size": subset_order, "blocks": blocks_order}
 
 MISSING = "–"
 
@@ -23,6 +27,17 @@ def format_cell(mean: float, ci95: float, n: int, signed: bool = False, digits: 
     if ci95 is not None and not math.isnan(ci95):
         text += f" ± {ci95:.{digits}f}"
     return f"{text} (n={int(n)})"
+
+
+def format_eps(norm: object, eps: object) -> str:
+    """ε as the papers write it: ``2/255`` for ℓ∞ budgets on the 0-255 grid, ``0.25`` for ℓ₂,
+    ``0`` for natural sources, an en dash when unknown."""
+    if not isinstance(eps, int | float) or math.isnan(eps):
+        return MISSING
+    scaled = eps * 255
+    if norm == "linf" and abs(scaled - round(scaled)) < 1e-4:
+        return f"{round(scaled)}/255"
+    return f"{eps:g}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -38,8 +53,18 @@ def _row_order(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
     keys = frame[index].drop_duplicates()
     sort_cols = [f"_{c}" for c in index]
     for c in index:
-        keys[f"_{c}"] = keys[c].map(subset_order) if c == "subset_size" else keys[c]
+        keys[f"_{c}"] = keys[c].map(SORT_KEYS[c]) if c in SORT_KEYS else keys[c]
     return keys.sort_values(sort_cols, kind="stable")[index]
+
+
+def column_order(values: Sequence[object], column: str) -> list[object]:
+    """Header order: subset sizes and blocks by :data:`SORT_KEYS`, numbers (epochs, steps)
+    numerically, anything else by its text."""
+    if column in SORT_KEYS:
+        return sorted(values, key=SORT_KEYS[column])
+    if all(isinstance(v, Real) for v in values):
+        return sorted(values)
+    return sorted(values, key=str)
 
 
 def pivot_markdown(
@@ -60,7 +85,7 @@ def pivot_markdown(
     ``summary`` or with a NaN mean show :data:`MISSING`.
     """
     index = list(index)
-    columns = sorted(summary[column].dropna().unique(), key=str)
+    columns = column_order(list(summary[column].dropna().unique()), column)
     lookup = {
         (*(r[c] for c in index), r[column]): (r[mean], r[ci95], r[n])
         for r in summary.to_dict("records")
