@@ -10,34 +10,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from raysweep.analysis.blocks import accuracy_vs_blocks
+from raysweep.analysis.cckl import cckl_vs_test_loss, kl_g1_relerr_vs_eps
+from raysweep.analysis.constraints import constraint_comparison
 from raysweep.analysis.distance import distance_table, write_gap_vs_distance
+from raysweep.analysis.epochs import accuracy_vs_epoch
 from raysweep.analysis.figures import gap_markdown, plot_accuracy_vs_subset, write_gap_table
+from raysweep.analysis.images import inversion_grids, tsne_embeddings
+from raysweep.analysis.information import fisher_vs_eps, information_during_training
+from raysweep.analysis.search_plots import search_plots
 from raysweep.analysis.stats import gap_table, natural_partners, summarize
-from raysweep.analysis.sweepdata import NotSupported, Section, SweepData, require_columns
+from raysweep.analysis.sweepdata import (
+    NotSupported,
+    Section,
+    SweepData,
+    figure_links,
+    file_links,
+    link,
+    require_columns,
+)
 from raysweep.analysis.tables import pivot_markdown
+from raysweep.analysis.transfer_tables import transfer_tables
+
+# The link helpers live in sweepdata; re-exported for modules that import them from here.
+__all__ = ["FAMILIES", "Family", "family_names", "figure_links", "file_links", "link"]
 
 Family = Callable[[SweepData, Path], Section]
 CELL = ["source", "target", "subset_size", "blocks"]
-
-
-def link(path: Path, out_dir: Path) -> str:
-    """A report link: ``path`` relative to the report folder, with forward slashes."""
-    return path.relative_to(out_dir).as_posix()
-
-
-def figure_links(paths: list[Path], out_dir: Path) -> str:
-    """Markdown that shows every PNG of ``paths`` inline, each followed by its PDF link."""
-    parts = []
-    for png in (p for p in paths if p.suffix == ".png"):
-        pdf = png.with_suffix(".pdf")
-        parts.append(f"![{png.stem}]({link(png, out_dir)})\n\n[PDF]({link(pdf, out_dir)})")
-    return "\n\n".join(parts)
-
-
-def file_links(paths: list[Path], out_dir: Path) -> str:
-    """``[name](path)`` for every table file (CSV, Markdown, JSON) in ``paths``."""
-    tables = [p for p in paths if p.suffix in (".csv", ".md", ".json", ".parquet")]
-    return ", ".join(f"[{p.name}]({link(p, out_dir)})" for p in tables)
 
 
 def accuracy_vs_subset(data: SweepData, out_dir: Path) -> Section:
@@ -102,6 +101,17 @@ FAMILIES: list[tuple[str, Family]] = [
     ("accuracy_vs_subset", accuracy_vs_subset),
     ("robust_natural_gap", robust_natural_gap),
     ("gap_vs_distance", gap_vs_distance),
+    ("accuracy_vs_epoch", accuracy_vs_epoch),
+    ("accuracy_vs_blocks", accuracy_vs_blocks),
+    ("constraint_comparison", constraint_comparison),
+    ("transfer_tables", transfer_tables),
+    ("fisher_vs_eps", fisher_vs_eps),
+    ("information_during_training", information_during_training),
+    ("cckl_vs_test_loss", cckl_vs_test_loss),
+    ("kl_g1_relerr_vs_eps", kl_g1_relerr_vs_eps),
+    ("inversion_grids", inversion_grids),
+    ("tsne_embeddings", tsne_embeddings),
+    ("search_plots", search_plots),
 ]
 
 

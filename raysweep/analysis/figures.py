@@ -57,8 +57,9 @@ def _x_positions(df: pd.DataFrame) -> pd.DataFrame:
     return pos
 
 
-def _panel_grid(n_panels: int, title: str) -> tuple[Figure, list[Axes]]:
-    ncols = min(3, max(1, n_panels))
+def _panel_grid(n_panels: int, title: str, ncols: int | None = None) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n_panels`` axes, ``ncols`` per row (default up to 3), and a title."""
+    ncols = ncols or min(3, max(1, n_panels))
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(4.3 * ncols, 3.4 * nrows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
@@ -141,20 +142,33 @@ def delta_vs_subset_figure(
     if part.empty:
         raise ValueError(f"no matched robust/natural cells with blocks {blocks!r}")
     colors = colors or source_colors(list(part["robust"]))
-    positions = part.rename(columns={"n_train": "x"})
-    positions["x"] = positions["x"].astype(float)
-    targets = sorted(part["target"].unique())
+    part = part.assign(line=part["robust"] + " − " + part["natural"])
+    line_colors = dict(zip(part["line"], part["robust"].map(colors), strict=True))
     title = f"Robust − natural test accuracy (blocks={blocks}, mean ± 95% CI over seeds)"
+    return delta_by_target_figure(part, title, DELTA_LABEL, line_colors)
+
+
+def delta_by_target_figure(
+    part: pd.DataFrame, title: str, ylabel: str, colors: Mapping[str, object]
+) -> Figure:
+    """One panel per target: seed-matched ``delta`` ± ``ci95`` against ``n_train`` (log axis),
+    one line per value of the ``line`` column (coloured by ``colors[line]``), a zero line.
+
+    ``part`` has columns target, subset_size, n_train, line, delta, ci95 (one row per cell,
+    e.g. from :func:`raysweep.analysis.stats.matched_gaps`); NaN deltas are not drawn.
+    """
+    positions = part[part["delta"].notna()].rename(columns={"n_train": "x"})
+    positions["x"] = positions["x"].astype(float)
+    targets = sorted(positions["target"].unique())
     fig, axes = _panel_grid(len(targets), title)
     for ax, target in zip(axes, targets, strict=True):
         here = positions[positions["target"] == target]
-        for (robust, natural), line in here.groupby(["robust", "natural"]):
+        for label, line in here.groupby("line", sort=True):
             x, mean = line["x"].to_numpy(float), line["delta"].to_numpy(float)
-            label = f"{robust} − {natural}"
-            _band(ax, x, mean, line["ci95"].to_numpy(float), colors[robust], label)
+            _band(ax, x, mean, line["ci95"].to_numpy(float), colors[label], str(label))
         ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
         _size_axis(ax, here[["subset_size", "x"]].drop_duplicates())
-        ax.set_ylabel(DELTA_LABEL)
+        ax.set_ylabel(ylabel)
         ax.set_title(str(target))
     _legend(fig, axes)
     return fig

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysweep.analysis.families import FAMILIES, Family, link
+from raysweep.analysis.families import FAMILIES, Family
 from raysweep.analysis.results import NothingToAnalyze, cache_results, default_cache_path
 from raysweep.analysis.stats import subset_order
-from raysweep.analysis.sweepdata import NotSupported, SweepData
+from raysweep.analysis.sweepdata import NotSupported, SweepData, link
 from raysweep.analysis.tables import format_eps, markdown_table
 
 CELL = ["source", "target", "subset_size", "blocks"]

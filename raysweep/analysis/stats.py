@@ -17,9 +17,12 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats as scipy_stats
 
+from raysweep.spec import TERZI_MODES
+
 PAIR_ON: tuple[str, ...] = ("target", "subset_size", "seed", "blocks")
-# Grid dimensions that must also match when present: a delta across epochs is not a delta.
-OPTIONAL_PAIR_ON: tuple[str, ...] = ("epochs",)
+# Grid dimensions that must also match when present: a delta across epochs is not a delta, and
+# in a metric history (``SweepData.history``) neither is one across evaluation steps.
+OPTIONAL_PAIR_ON: tuple[str, ...] = ("epochs", "step")
 NATURAL = "natural"
 
 
@@ -27,6 +30,19 @@ def subset_order(subset_size: object) -> float:
     """Sort key for subset sizes: numbers ascending, then ``"all"`` (the whole training set)."""
     text = str(subset_size)
     return math.inf if text == "all" else float(text)
+
+
+def blocks_order(blocks: object) -> tuple[int, float, str]:
+    """Sort key for ``blocks``: block counts numerically (Utrera: 0 < 1 < 3 < 9), then Terzi's
+    modes 0/1/2 (``head_bn`` < ``all_bn`` < ``full``), then any other text alphabetically."""
+    text = str(blocks)
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        pass
+    if text in TERZI_MODES:
+        return (1, float(TERZI_MODES.index(text)), "")
+    return (2, 0.0, text)
 
 
 def t_interval(values: ArrayLike, confidence: float = 0.95) -> tuple[float, float, int]:
@@ -70,16 +86,23 @@ def summarize(
     return out.astype({"mean": "float64", "ci95": "float64", "n": "int64"})
 
 
-def _one_source(df: pd.DataFrame, source: str, pair_on: list[str], value: str) -> pd.DataFrame:
-    if source not in set(df["source"]):
-        valid = ", ".join(sorted(map(str, df["source"].dropna().unique())))
-        raise ValueError(f"unknown source {source!r}; valid: {valid}")
-    part = df.loc[df["source"] == source, [*pair_on, value]]
+def pair_on_columns(df: pd.DataFrame, base: Sequence[str] = PAIR_ON) -> list[str]:
+    """``base`` plus every :data:`OPTIONAL_PAIR_ON` column ``df`` has (and ``base`` lacks)."""
+    return [*base, *(c for c in OPTIONAL_PAIR_ON if c in df.columns and c not in base)]
+
+
+def _one_source(
+    df: pd.DataFrame, source: str, pair_on: list[str], value: str, by: str = "source"
+) -> pd.DataFrame:
+    if source not in set(df[by]):
+        valid = ", ".join(sorted(map(str, df[by].dropna().unique())))
+        raise ValueError(f"unknown {by} {source!r}; valid: {valid}")
+    part = df.loc[df[by] == source, [*pair_on, value]]
     duplicated = part.duplicated(pair_on, keep=False)
     if duplicated.any():
         cells = part.loc[duplicated, pair_on].drop_duplicates().head(3).to_dict("records")
         raise ValueError(
-            f"source {source!r} has several runs per cell {pair_on}, e.g. {cells}; "
+            f"{by} {source!r} has several runs per cell {pair_on}, e.g. {cells}; "
             "filter the frame or pair on more columns"
         )
     return part
@@ -92,6 +115,7 @@ def paired_delta(
     natural: str,
     pair_on: Sequence[str] = PAIR_ON,
     value: str = "test_acc",
+    by: str = "source",
 ) -> pd.DataFrame:
     """Robust-minus-natural ``value`` per matched cell: delta = value_robust - value_natural.
 
@@ -101,11 +125,15 @@ def paired_delta(
     ``n_train`` when the frame has it. Unmatched runs are dropped and counted in
     ``result.attrs["unmatched_robust"]`` / ``["unmatched_natural"]``. A source with two runs in
     one cell is ambiguous and raises ``ValueError``.
+
+    ``by`` names the column that tells the two sides apart: ``"source"`` for robust vs. natural;
+    another column compares other settings of one source, e.g. ``by="blocks"`` with
+    ``robust="3", natural="1"`` and ``pair_on`` without blocks (Utrera Fig. 4(b)).
     """
     pair_on = list(pair_on)
     extra = ["n_train"] if "n_train" in df.columns and "n_train" not in pair_on else []
-    rob = _one_source(df, robust, pair_on, value)
-    nat = _one_source(df, natural, pair_on, value)
+    rob = _one_source(df, robust, pair_on, value, by)
+    nat = _one_source(df, natural, pair_on, value, by)
     if extra:
         rob = rob.join(df.loc[rob.index, extra])
     merged = rob.merge(nat, on=pair_on, how="inner", suffixes=("_robust", "_natural"))
@@ -128,18 +156,30 @@ def natural_partners(df: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(zip(pairs["source_x"], pairs["source_y"], strict=True))
 
 
-def _pair_gaps(
-    df: pd.DataFrame, robust: str, natural: str, pair_on: list[str], value: str
+def matched_gaps(
+    df: pd.DataFrame,
+    robust: str,
+    natural: str,
+    pair_on: Sequence[str],
+    value: str = "test_acc",
+    by: str = "source",
 ) -> pd.DataFrame:
-    """One (robust, natural) pair: a row per cell either source has, NaN where none matched."""
+    """One pair of ``by`` values: a row per cell (``pair_on`` without seed) either side has.
+
+    Per cell: ``robust_acc`` / ``natural_acc`` (means over the matched seeds), ``delta`` =
+    mean of the seed-matched differences (:func:`paired_delta`), its 95 % t half-width ``ci95``
+    and ``n`` matched seeds; NaN and ``n = 0`` where no seed matched. The names say robust and
+    natural because that is the main use; with ``by="blocks"`` they are two block settings.
+    """
+    pair_on = list(pair_on)
     cell = [c for c in pair_on if c != "seed"]
-    deltas = paired_delta(df, robust=robust, natural=natural, pair_on=pair_on, value=value)
+    deltas = paired_delta(df, robust=robust, natural=natural, pair_on=pair_on, value=value, by=by)
     rows = []
     for keys, group in deltas.groupby(cell, sort=False):
         mean, half, n = t_interval(group["delta"].to_numpy(dtype=float))
         rows.append((*keys, group["robust"].mean(), group["natural"].mean(), mean, half, n))
     stats = pd.DataFrame(rows, columns=[*cell, "robust_acc", "natural_acc", "delta", "ci95", "n"])
-    both = df[df["source"].isin([robust, natural])]
+    both = df[df[by].isin([robust, natural])]
     if "n_train" in both:
         grid = both.groupby(cell, sort=False, dropna=False)["n_train"].median().reset_index()
     else:
@@ -162,9 +202,9 @@ def gap_table(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
     carries ``source_training``, ``source_norm``, ``source_eps`` of the robust source and the
     median ``n_train`` of the cell. Sorted by robust source, target, blocks, subset size.
     """
-    pair_on = [*PAIR_ON, *(c for c in OPTIONAL_PAIR_ON if c in df.columns)]
+    pair_on = pair_on_columns(df)
     cell = [c for c in pair_on if c != "seed"]
-    parts = [_pair_gaps(df, r, n, pair_on, value) for r, n in natural_partners(df)]
+    parts = [matched_gaps(df, r, n, pair_on, value) for r, n in natural_partners(df)]
     describe = ["source_training", "source_norm", "source_eps"]
     columns = ["robust", "natural", *describe, *cell, "n_train", "robust_acc", "natural_acc"]
     columns += ["delta", "ci95", "n"]

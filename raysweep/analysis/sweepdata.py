@@ -12,6 +12,7 @@ one query at most, and shared by every family of one ``raysweep analyze`` call.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -101,6 +102,8 @@ class SweepData:
         Works with every artifact store MLflow reaches (local folder, proxied server, S3).
         """
         dst.mkdir(parents=True, exist_ok=True)
+        # One progress bar per file on stderr would drown the analysis' own output.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         local = download_artifacts(
             run_id=run_id, artifact_path=path, dst_path=str(dst), tracking_uri=self.tracking_uri
         )
@@ -113,3 +116,23 @@ def require_columns(df: pd.DataFrame, columns: tuple[str, ...] | list[str], what
     if df.empty or missing:
         detail = f"missing columns {missing}" if missing else "no finished runs"
         raise NotSupported(f"{what}: {detail}")
+
+
+def link(path: Path, out_dir: Path) -> str:
+    """A report link: ``path`` relative to the report folder, with forward slashes."""
+    return path.relative_to(out_dir).as_posix()
+
+
+def figure_links(paths: list[Path], out_dir: Path) -> str:
+    """Markdown that shows every PNG of ``paths`` inline, each followed by its PDF link."""
+    parts = []
+    for png in (p for p in paths if p.suffix == ".png"):
+        pdf = png.with_suffix(".pdf")
+        parts.append(f"![{png.stem}]({link(png, out_dir)})\n\n[PDF]({link(pdf, out_dir)})")
+    return "\n\n".join(parts)
+
+
+def file_links(paths: list[Path], out_dir: Path) -> str:
+    """``[name](path)`` for every table file (CSV, Markdown, JSON) in ``paths``."""
+    tables = [p for p in paths if p.suffix in (".csv", ".md", ".json", ".parquet")]
+    return ", ".join(f"[{p.name}]({link(p, out_dir)})" for p in tables)

@@ -77,15 +77,19 @@ def pivot_markdown(
     n: str = "n",
     signed: bool = False,
     bold_best: bool = True,
+    column_values: Sequence[object] | None = None,
 ) -> str:
     """Pivot a long summary to Markdown: one row per ``index`` tuple, one column per ``column``.
 
     Rows are sorted (subset sizes numerically, ``all`` last). With ``bold_best`` the largest
     mean of each row is bold when the row has at least two values. Cells absent from
-    ``summary`` or with a NaN mean show :data:`MISSING`.
+    ``summary`` or with a NaN mean show :data:`MISSING`. ``column_values`` fixes the columns
+    and their order (default: every value of ``column``, see :func:`column_order`).
     """
     index = list(index)
-    columns = column_order(list(summary[column].dropna().unique()), column)
+    if column_values is None:
+        column_values = column_order(list(summary[column].dropna().unique()), column)
+    columns = list(column_values)
     lookup = {
         (*(r[c] for c in index), r[column]): (r[mean], r[ci95], r[n])
         for r in summary.to_dict("records")
