@@ -1,10 +1,14 @@
-"""Analysis of finished sweeps: MLflow runs -> typed frames -> statistics -> figures and reports.
+"""Analysis of sweeps: MLflow runs -> typed frames -> statistics -> figures, tables, report.
 
 - ``results``: ``sweep_runs``, ``metric_history``, ``count_unfinished``, ``cache_results``
+- ``sweepdata``: ``SweepData`` (a sweep's runs, fetched once) and the figure-family contract
 - ``stats``: ``t_interval``, ``summarize``, ``paired_delta``, ``gap_table``
 - ``tables``: Markdown rendering (``mean ± ci95 (n)``, best per row in bold)
-- ``figures``: Utrera et al. 2021 Fig. 2 (accuracy and robust − natural delta vs. subset size)
-- ``report``: ``write_sweep_report`` (everything above into one folder with ``report.md``)
+- ``families``: the registry of figure families, in report order; one module per family:
+  ``figures`` (Utrera Fig. 2), ``distance`` (Terzi Fig. 3), ``epochs``, ``blocks``,
+  ``constraints``, ``transfer_tables``, ``information``, ``cckl``, ``images``, ``search_plots``
+- ``report``: ``analyze_sweep`` (every family the data supports into one folder + ``report.md``)
+- ``script``: the shared body of the thin scripts in ``analysis/``
 
 Submodules are imported on demand so that ``import raysweep`` stays free of matplotlib.
 """
