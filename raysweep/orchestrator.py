@@ -149,10 +149,7 @@ def launch(
     except KeyboardInterrupt:
         tracker.finish_parent("KILLED")
         raise
-    if spec.finetune is not None:
-        outcome.report = report_sweep(tracker, sweep, write)
-    else:
-        write("[report] no fine-tuning grid in this sweep: probe results are on its MLflow runs")
+    outcome.report = report_sweep(tracker, sweep, write)
     tracker.finish_parent("FINISHED" if outcome.ok else "FAILED")
     return outcome
 
