@@ -34,7 +34,7 @@ from raysweep.models.published import load_source
 from raysweep.store import Store, write_json_atomic
 from raysweep.train.attacks import PGDConfig
 from raysweep.train.kinds import make_training_kind
-from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, pretrain
+from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, mean_loss, pretrain
 from raysweep.trials import TrialState, log_attempt
 
 ERROR_KEY = "raysweep_error"
@@ -148,7 +148,9 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
     tracked = information_probe(model, test, p.get("track_information", 0), p["seed"])
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        history.append({"epoch": epoch, **metrics, **tracked()})
+        # Test cross-entropy: what the CCKL paper (App. B) correlates with CCKL per epoch.
+        loss = mean_loss(model, test.images, test.labels, prepare=make_prepare(model))
+        history.append({"epoch": epoch, **metrics, "test/loss": loss, **tracked()})
 
     final = pretrain(
         model,

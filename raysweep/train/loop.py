@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from raysweep.train.attacks import PGDConfig
+from raysweep.train.attacks import PGDConfig, eval_mode
 from raysweep.train.common import (
     Augment,
     EpochCallback,
@@ -38,6 +39,7 @@ __all__ = [
     "ScheduleConfig",
     "evaluate",
     "finetune",
+    "mean_loss",
     "pretrain",
     "weight_norm",
 ]
@@ -51,6 +53,26 @@ def weight_norm(model: nn.Module) -> float:
     with torch.no_grad():
         total = sum(float(p.pow(2).sum()) for p in model.parameters() if p.dim() > 1)
     return math.sqrt(total)
+
+
+def mean_loss(
+    model: nn.Module, x: Tensor, y: Tensor, *, prepare: Prepare, batch_size: int = 512
+) -> float:
+    """Mean cross-entropy ``(1/N) sum_i -log p(y_i | x_i)`` of ``model`` on clean ``(x, y)``.
+
+    The test loss the CCKL paper (App. B, Fig. 6) correlates with CCKL over training epochs.
+    Eval mode inside, each submodule's mode restored after.
+    """
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    device = model_device(model)
+    total = 0.0
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(y), batch_size):
+            xb = prepare(x[start : start + batch_size]).to(device)
+            yb = y[start : start + batch_size].to(device)
+            total += float(F.cross_entropy(model(xb), yb, reduction="sum"))
+    return total / len(y)
 
 
 def _pretrain_epoch(
