@@ -173,7 +173,7 @@ def test_analyze_redraws_into_a_folder_and_logs_on_the_parent_run(
     out = tmp_path / "figures"
     assert main(["--root", str(micro_sweep["root"]), "analyze", "micro", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"files in {out}" in printed and "gap_vs_distance: 5 files" in printed
+    assert f"files in {out}" in printed and "gap_vs_distance: 4 files" in printed
     report = (out / "report.md").read_text(encoding="utf-8")
     for png in out.glob("*.png"):  # every figure is shown in the report, with its PDF beside it
         assert f"({png.name})" in report and png.with_suffix(".pdf").is_file()
