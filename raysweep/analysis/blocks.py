@@ -37,9 +37,9 @@ from raysweep.analysis.sweepdata import (
     NotSupported,
     Section,
     SweepData,
-    figure_links,
-    file_links,
+    compose_section,
     require_columns,
+    write_tables,
 )
 from raysweep.analysis.tables import pivot_markdown
 
@@ -207,27 +207,20 @@ def accuracy_vs_blocks(data: SweepData, out_dir: Path) -> Section:
     values = block_values(df)
     if len(values) < 2:
         raise NotSupported(f"accuracy vs. blocks: the sweep has one blocks value ({values})")
-    out_dir.mkdir(parents=True, exist_ok=True)
     summary_keys = [*CELL, *(["epochs"] if "epochs" in df and df["epochs"].nunique() > 1 else [])]
     summary = summarize(df, summary_keys)
     gaps = blocks_gap_table(df)
-    summary_path, gap_csv, gap_md = (
-        out_dir / "blocks_summary.csv",
-        out_dir / "blocks_gap.csv",
-        out_dir / "blocks_gap.md",
-    )
-    summary.to_csv(summary_path, index=False)
-    gaps.to_csv(gap_csv, index=False)
     tables = blocks_markdown(summary, gaps)
-    gap_md.write_text(f"# Accuracy vs. fine-tuned blocks\n\n{tables}\n", encoding="utf-8")
+    files = write_tables(
+        out_dir,
+        {"blocks_summary.csv": summary, "blocks_gap.csv": gaps},
+        {"blocks_gap.md": f"# Accuracy vs. fine-tuned blocks\n\n{tables}"},
+    )
     figures = plot_accuracy_vs_blocks(df, out_dir) + plot_blocks_delta(gaps, out_dir)
-    files = [summary_path, gap_csv, gap_md]
     text = (
         "Mean test accuracy over seeds with its 95% t-interval per fine-tuned-blocks setting; "
         "the delta figures subtract, seed by seed within one source (same target, subset size "
-        "and seed), the accuracy of the next-smaller blocks setting. "
-        f"Files: {file_links(files, out_dir)}."
+        "and seed), the accuracy of the next-smaller blocks setting."
     )
-    body = "\n\n".join([text, figure_links(figures, out_dir), tables])
     title = "Accuracy vs. fine-tuned blocks (Utrera et al. 2021, Fig. 4 and 11)"
-    return Section(title, body, [*files, *figures])
+    return compose_section(title, text, files, figures, tables, out_dir)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysweep.analysis.figures import delta_by_target_figure, save_figure, source_colors
+from raysweep.analysis.results import SOURCE_PARAMS
 from raysweep.analysis.stats import (
     NATURAL,
     blocks_order,
@@ -33,21 +34,14 @@ from raysweep.analysis.sweepdata import (
     NotSupported,
     Section,
     SweepData,
-    figure_links,
-    file_links,
+    compose_section,
     require_columns,
+    write_tables,
 )
 from raysweep.analysis.tables import pivot_markdown
 
 COMPARISONS = ("norm", "eps")
-SOURCE_COLUMNS = [
-    "source",
-    "source_training",
-    "source_norm",
-    "source_eps",
-    "source_architecture",
-    "source_dataset",
-]
+SOURCE_COLUMNS = list(SOURCE_PARAMS)
 REQUIRED = [*SOURCE_COLUMNS, "target", "subset_size", "blocks", "seed"]
 NORM_NAMES = {"l2": "ℓ2", "linf": "ℓ∞"}
 TITLE = {
@@ -163,18 +157,18 @@ def constraint_comparison(data: SweepData, out_dir: Path) -> Section:
             "constraint comparison: no two robust sources of the same architecture, source "
             "dataset and training method differ in norm or ε with matched runs"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out_dir / "constraint_deltas.csv", out_dir / "constraint_deltas.md"
-    table.to_csv(csv_path, index=False)
     markdown = constraint_markdown(table)
-    md_path.write_text(f"# Constraint comparison [pp]\n\n{markdown}\n", encoding="utf-8")
+    files = write_tables(
+        out_dir,
+        {"constraint_deltas.csv": table},
+        {"constraint_deltas.md": f"# Constraint comparison [pp]\n\n{markdown}"},
+    )
     figures = plot_constraints(table, out_dir)
     text = (
         "Test accuracy of one robust source minus another's (same architecture, source dataset "
         "and training method), matched by target, subset size, seed and blocks; mean ± 95% t "
         "half-width (n matched seeds). `norm`: ℓ2 − ℓ∞ sources; `eps`: smaller − larger ε of "
-        f"one norm. Files: {file_links([csv_path, md_path], out_dir)}."
+        "one norm."
     )
-    body = "\n\n".join([text, figure_links(figures, out_dir), markdown])
     title = "Constraint type and size (Utrera et al. 2021, Fig. 5)"
-    return Section(title, body, [csv_path, md_path, *figures])
+    return compose_section(title, text, files, figures, markdown, out_dir)

@@ -35,9 +35,9 @@ from raysweep.analysis.sweepdata import (
     NotSupported,
     Section,
     SweepData,
-    figure_links,
-    file_links,
+    compose_section,
     require_columns,
+    write_tables,
 )
 from raysweep.analysis.tables import SORT_KEYS, pivot_markdown
 
@@ -189,24 +189,17 @@ def accuracy_vs_epoch(data: SweepData, out_dir: Path) -> Section:
     keys = figure_keys(history)
     summary = summarize(history, [*keys, "target", "source", "step"], value="value")
     gaps = gap_table(history, value="value")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary_path, gap_csv, gap_md = (
-        out_dir / "accuracy_vs_epoch_summary.csv",
-        out_dir / "epoch_gap.csv",
-        out_dir / "epoch_gap.md",
-    )
-    summary.to_csv(summary_path, index=False)
-    gaps.to_csv(gap_csv, index=False)
     table = gap_by_epoch_markdown(gaps)
-    gap_md.write_text(f"# Robust − natural accuracy by epoch [pp]\n\n{table}\n", encoding="utf-8")
+    files = write_tables(
+        out_dir,
+        {"accuracy_vs_epoch_summary.csv": summary, "epoch_gap.csv": gaps},
+        {"epoch_gap.md": f"# Robust − natural accuracy by epoch [pp]\n\n{table}"},
+    )
     figures = plot_accuracy_vs_epoch(history, summary, gaps, out_dir)
-    tables = [summary_path, gap_csv, gap_md]
     text = (
         "Test accuracy at each evaluated fine-tuning epoch: mean over seeds with its 95% "
         "t-interval (band); the lower panels subtract the natural source's accuracy seed by "
-        "seed at the same epoch (same target, subset size, seed and blocks). "
-        f"Files: {file_links(tables, out_dir)}."
+        "seed at the same epoch (same target, subset size, seed and blocks)."
     )
-    body = "\n\n".join([text, figure_links(figures, out_dir), table])
     title = "Accuracy vs. fine-tuning epoch (Utrera et al. 2021, Fig. 3)"
-    return Section(title, body, [*tables, *figures])
+    return compose_section(title, text, files, figures, table, out_dir)

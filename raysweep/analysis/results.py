@@ -24,14 +24,18 @@ EXPERIMENT_PREFIX = "raysweep/"
 INT_PARAMS = ("seed", "n_train", "epochs")
 FLOAT_PARAMS = ("source_eps",)
 
+#: The params that describe a run's source model (every stage's runs carry them).
+SOURCE_PARAMS = (
+    "source",
+    "source_training",
+    "source_norm",
+    "source_eps",
+    "source_architecture",
+    "source_dataset",
+)
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "finetune": (
-        "source",
-        "source_training",
-        "source_norm",
-        "source_eps",
-        "source_architecture",
-        "source_dataset",
+        *SOURCE_PARAMS,
         "target",
         "subset_size",
         "n_train",

@@ -136,3 +136,29 @@ def file_links(paths: list[Path], out_dir: Path) -> str:
     """``[name](path)`` for every table file (CSV, Markdown, JSON) in ``paths``."""
     tables = [p for p in paths if p.suffix in (".csv", ".md", ".json", ".parquet")]
     return ", ".join(f"[{p.name}]({link(p, out_dir)})" for p in tables)
+
+
+def write_tables(
+    out_dir: Path, frames: dict[str, pd.DataFrame], texts: dict[str, str] | None = None
+) -> list[Path]:
+    """Write each frame as ``out_dir/<name>`` (CSV) and each text as ``out_dir/<name>``
+    (Markdown, UTF-8); return the paths, frames first, in the order given."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, frame in frames.items():
+        frame.to_csv(out_dir / name, index=False)
+        paths.append(out_dir / name)
+    for name, text in (texts or {}).items():
+        (out_dir / name).write_text(text.rstrip() + "\n", encoding="utf-8")
+        paths.append(out_dir / name)
+    return paths
+
+
+def compose_section(
+    title: str, text: str, files: list[Path], figures: list[Path], shown: str, out_dir: Path
+) -> Section:
+    """A section: ``text`` ending with links to ``files``, the figures inline, then ``shown``
+    (the family's main table in Markdown)."""
+    intro = f"{text} Files: {file_links(files, out_dir)}." if files else text
+    parts = [intro, figure_links(figures, out_dir), shown]
+    return Section(title, "\n\n".join(p for p in parts if p), [*files, *figures])
