@@ -15,7 +15,7 @@ from raysweep.plan import Job, Plan
 from raysweep.stages import collect_tasks
 from raysweep.sweepdir import SweepDir
 from raysweep.tracking import KEY_TAG, SweepTracker
-from raysweep.workers import WorkerContext
+from raysweep.workers import HOST_KEY, NODE_KEY, WorkerContext, node_identity
 
 if TYPE_CHECKING:
     from raysweep.orchestrator import Outcome
@@ -26,10 +26,10 @@ Write = Callable[[str], None]
 def probe_task(
     job: dict[str, Any], source: dict[str, Any], ctx: WorkerContext, out_dir: str
 ) -> dict:
-    """Ray task body: run one probe on one stored source checkpoint."""
+    """Ray task body: run one probe on one stored source checkpoint; say which node ran it."""
     from raysweep.probes import run_probe
 
-    return run_probe(
+    result = run_probe(
         job["probe"],
         str(ctx.store.checkpoint(job["source_key"])),
         source,
@@ -39,6 +39,7 @@ def probe_task(
         download=ctx.download,
         threads=ctx.threads,
     )
+    return {**result, **node_identity()}
 
 
 def source_description(plan: Plan) -> dict[str, dict[str, Any]]:
@@ -63,6 +64,8 @@ def record_probe(
     tracker: SweepTracker, job: Job, result: dict[str, Any], source_run: str | None
 ) -> None:
     run_id = tracker.start_job(job)
+    if NODE_KEY in result:
+        tracker.tag_node(run_id, result[NODE_KEY], result.get(HOST_KEY, ""))
     tracker.log_metrics(run_id, result.get("metrics", {}), step=0)
     for name, points in result.get("series", {}).items():
         for step, value in points:

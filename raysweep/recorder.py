@@ -11,7 +11,7 @@ from raysweep.plan import Job
 from raysweep.progress import Progress
 from raysweep.store import Store
 from raysweep.tracking import SweepTracker
-from raysweep.workers import ERROR_KEY
+from raysweep.workers import ERROR_KEY, HOST_KEY, NODE_KEY
 
 METRIC_PREFIXES = ("train/", "test/", "adv/", "val/")
 
@@ -55,6 +55,8 @@ class JobRecorder(tune.Callback):
         #: Last epoch logged per job: a trial that Tune restarts (its node died) reports its
         #: early epochs again, and those must not be logged twice.
         self.last_epoch: dict[str, int] = {}
+        #: Node each job's run is tagged with: tagged again only when a retry moved the trial.
+        self.nodes: dict[str, str] = {}
 
     @staticmethod
     def key_of(trial: Any) -> str:
@@ -73,6 +75,7 @@ class JobRecorder(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         run_id = self.run_of(trial)
+        self.tag_node(run_id, self.key_of(trial), result)
         if ERROR_KEY in result:
             self.errors[self.key_of(trial)] = str(result[ERROR_KEY])
             return
@@ -81,6 +84,12 @@ class JobRecorder(tune.Callback):
             return
         self.last_epoch[key] = epoch
         self.tracker.log_metrics(run_id, reported_metrics(result), step=epoch)
+
+    def tag_node(self, run_id: str, key: str, result: dict[str, Any]) -> None:
+        node = result.get(NODE_KEY)
+        if node is not None and self.nodes.get(key) != node:
+            self.tracker.tag_node(run_id, str(node), str(result.get(HOST_KEY, "")))
+            self.nodes[key] = node
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = self.key_of(trial)

@@ -8,6 +8,7 @@ tag ``raysweep.key``; a FINISHED run means the job is done and is never run agai
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -26,11 +27,18 @@ SWEEP_TAG = "raysweep.sweep"
 ROLE_TAG = "raysweep.role"
 STAGE_TAG = "raysweep.stage"
 ERROR_TAG = "raysweep.error"
+#: The Ray node id and the hostname a job ran on (the last ones, if it was retried elsewhere).
+NODE_TAG = "raysweep.node"
+HOST_TAG = "raysweep.host"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 PACKAGES = ("raysweep", "ray", "torch", "torchvision", "mlflow", "optuna", "numpy", "pot")
 #: MLflow caps one log_batch call at 1,000 metrics.
 BATCH_LIMIT = 1000
+
+# With an HTTP tracking URI, MLflow prints two "View run … at" lines for every run it closes (and
+# fetches the run to do so): thousands of jobs would bury the progress lines.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 class TrackingError(RuntimeError):
@@ -184,6 +192,11 @@ class SweepTracker:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(batch), BATCH_LIMIT):
             self.client.log_batch(run_id, metrics=batch[start : start + BATCH_LIMIT])
+
+    def tag_node(self, run_id: str, node_id: str, hostname: str) -> None:
+        """Record where a job ran; workers report it, the driver (sole MLflow writer) tags it."""
+        tags = [RunTag(NODE_TAG, node_id), RunTag(HOST_TAG, hostname)]
+        self.client.log_batch(run_id, tags=tags)
 
     def end_job(self, run_id: str, error: str | None = None) -> None:
         if error is not None:

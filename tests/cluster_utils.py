@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 
 #: The `ray` next to the interpreter running the tests: the venv's, not whatever is on PATH.
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
+MLFLOW_CLI = str(Path(sys.executable).with_name("mlflow"))
 #: Ray 2.60 turns token auth on for a new head (reading or writing ~/.ray/auth_token) but not for
 #: `ray start --address`, which then cannot join; a short-lived test cluster goes without tokens.
 #: Drivers attaching to it need the same setting.
@@ -181,16 +183,35 @@ def stop_nodes(nodes: Sequence[RayNode], grace_s: float = 3.0) -> None:
         node.close(grace_s)
 
 
+def hiding(path: Path) -> list[str]:
+    """A command prefix that runs its command where ``path`` is an empty folder.
+
+    The command gets its own mount namespace (an unprivileged user namespace, `unshare -Urm`)
+    with a fresh tmpfs over ``path``: like a machine that has no shared mount there, while the
+    rest of the filesystem and the network stay the same. `unshare` and `sh` exec the command,
+    so its pid is the one Popen returns.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    return ["unshare", "-Urm", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', str(path)]
+
+
 def start_node(
-    name: str, args: Sequence[str], folder: Path, env: dict[str, str] | None = None
+    name: str,
+    args: Sequence[str],
+    folder: Path,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> RayNode:
-    """`ray start --block ARGS` with its own temp dir under ``folder``; output to a log file."""
+    """`ray start --block ARGS` with its own temp dir under ``folder``; output to a log file.
+
+    ``prefix`` goes before the command (e.g. :func:`hiding`) and must exec it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     link = short_temp_dir(folder / "ray")
     log = folder / f"{name}.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [RAY_CLI, "start", "--block", "--temp-dir", str(link), *args],
+            [*prefix, RAY_CLI, "start", "--block", "--temp-dir", str(link), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **CLUSTER_ENV, **(env or {})},
@@ -217,9 +238,17 @@ def node_flags() -> list[str]:
 
 @contextmanager
 def local_cluster(
-    folder: Path, head_cpus: int = 1, worker_cpus: int = 1, env: dict[str, str] | None = None
+    folder: Path,
+    head_cpus: int = 1,
+    worker_cpus: int = 1,
+    env: dict[str, str] | None = None,
+    worker_prefix: Sequence[str] = (),
 ) -> Iterator[LocalCluster]:
-    """A head node and one worker node; both stopped by pid when the block exits."""
+    """A head node and one worker node; both stopped by pid when the block exits.
+
+    Each node has its own CPUs and a custom resource (``head_node`` / ``worker_node``);
+    ``worker_prefix`` wraps the worker's `ray start` (see :func:`hiding`).
+    """
     port = free_port()
     nodes: list[RayNode] = []
     try:
@@ -254,9 +283,95 @@ def local_cluster(
             ],
             folder / "worker",
             env,
+            worker_prefix,
         )
         nodes.append(worker)
         worker.wait_started()
         yield LocalCluster(f"127.0.0.1:{port}", head, [worker])
     finally:
         stop_nodes(nodes)
+
+
+def stop_tree(process: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM a process we started and everything below it, SIGKILL what is left after
+    ``grace_s``, and reap it."""
+    procs = descendants(process.pid)
+    if process.poll() is None:
+        process.terminate()
+    for proc in procs:
+        proc.signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for proc in wait_gone(procs, grace_s):
+        proc.signal(signal.SIGKILL)
+
+
+@contextmanager
+def mlflow_server(folder: Path, timeout_s: float = 60.0) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1: SQLite backend and a separate artifact folder,
+    artifacts served through the server. Yields its URI; stopped by pid at exit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        MLFLOW_CLI,
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    log = folder / "mlflow-server.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(uri, process, log, timeout_s)
+        yield uri
+    finally:
+        stop_tree(process)
+
+
+def wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log_tail = log.read_text()[-3000:]
+                raise RuntimeError(f"mlflow server did not start:\n{log_tail}") from None
+            time.sleep(0.3)
+
+
+def node_ids(address: str) -> list[str]:
+    """[head node id, worker node id] of a :func:`local_cluster`, told apart by their custom
+    resources; asked from a separate driver so the test process stays out of Ray."""
+    script = (
+        "import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); "
+        "print(json.dumps({n['NodeID']: sorted(n['Resources']) for n in ray.nodes() "
+        "if n['Alive']}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **CLUSTER_ENV},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot list the nodes of {address}:\n{done.stderr[-3000:]}")
+    nodes = json.loads(done.stdout.strip().splitlines()[-1])
+    head = next(node for node, resources in nodes.items() if "head_node" in resources)
+    worker = next(node for node, resources in nodes.items() if "worker_node" in resources)
+    return [head, worker]
