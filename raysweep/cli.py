@@ -33,7 +33,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from raysweep.plan import describe_plan, make_plan
     from raysweep.spec import load_spec
 
-    print(describe_plan(make_plan(load_spec(args.spec))))
+    plan = make_plan(load_spec(args.spec))
+    print(describe_plan(plan))
+    if args.estimate:
+        from raysweep.estimate import estimate_report
+
+        print(estimate_report(plan, args.root))
     return 0
 
 
@@ -125,7 +130,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="sweep name (default: the spec's name)")
-    parser.add_argument("--address", help="Ray cluster to attach to: auto or ray://host:10001")
+    parser.add_argument("--address", help="Ray cluster to attach to: auto or host:6379")
     parser.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: SQLite file in the sweep folder)"
     )
@@ -164,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("plan", "launch"):
             command.add_argument(
                 "spec", help="sweep spec (YAML), e.g. search_spaces/quickstart.yaml"
+            )
+        if name == "plan":
+            command.add_argument(
+                "--estimate",
+                action="store_true",
+                help="also print expected compute hours per device (a short calibration here)",
             )
         if name == "launch":
             add_launch_options(command)

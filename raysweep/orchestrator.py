@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysweep.plan import STAGES, Plan, make_plan
+from raysweep.shared_storage import check_shared_root
 from raysweep.spec import load_spec
 from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
 from raysweep.tracking import SweepTracker, check_reachable
@@ -50,6 +51,15 @@ class ClusterError(RuntimeError):
 
 def check_cluster_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     """Fail in seconds, before anything is recorded: ray.init waits minutes for a dead head."""
+    if address and address.startswith("ray://"):
+        # Under Ray Client, Tuner.fit runs as an actor on the head (ray/tune/tuner.py), so the
+        # recorder callback, the only MLflow writer, would run there and report nothing back.
+        raise ClusterError(
+            f"Ray Client addresses ({address}) are not supported: Tune would run raysweep's "
+            "recorder on the cluster, not in this process; run raysweep on the head instead "
+            "(`ray exec cluster.yaml 'raysweep launch SPEC --address auto'` or "
+            "`ray job submit -- raysweep launch SPEC --address auto`)"
+        )
     if not address or address == "auto" or "://" in address:
         return
     host, _, port = address.rpartition(":")
@@ -59,7 +69,7 @@ def check_cluster_reachable(address: str | None, timeout_s: float = 5.0) -> None
     except (OSError, ValueError) as error:
         raise ClusterError(
             f"Ray cluster {address} is unreachable ({error}); start it (`ray start --head`) "
-            "or pass the head's host:port, auto or ray://host:10001"
+            "or pass the head's host:port or auto"
         ) from None
 
 
@@ -69,7 +79,12 @@ def ensure_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as error:  # `auto` with no RAY_ADDRESS and no local cluster
+            raise ClusterError(
+                f"no Ray cluster at --address {address} ({error}); start one or pass host:port"
+            ) from None
     else:
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
 
@@ -126,6 +141,9 @@ def launch(
     plan = make_plan(spec)
     check_cluster_reachable(address)
     sweep = SweepDir(resolve_root(root), name or spec.name)
+    if address:  # attach first: every node must see the root before anything is recorded
+        ensure_ray(address)
+        check_shared_root(sweep.root)
     tracker, uri = prepare_sweep(Path(spec_path), plan, sweep, tracking_uri, extend)
     outcome = Outcome(sweep=sweep.name, tracking_uri=uri)
     finished = tracker.finished_keys()
@@ -145,6 +163,12 @@ def launch(
         probes = [job for job in pending["probe"] if job.config["source_key"] in sources]
         run_probe_stage(plan, probes, tracker, ctx, sweep, outcome, write)
         ready = [job for job in pending["finetune"] if job.config["source_key"] in sources]
+        if spec.search is not None:  # each group's best values go into its grid jobs
+            from raysweep.search_stage import run_search_stage, with_search_values
+
+            searched = pending["search"]
+            best = run_search_stage(plan, searched, tracker, ctx, sweep, sources, outcome, write)
+            ready = with_search_values(ready, best, write)
         run_finetune_stage(ready, spec, sweep, tracker, ctx, outcome, write)
     except KeyboardInterrupt:
         tracker.finish_parent("KILLED")
@@ -157,6 +181,8 @@ def launch(
 def summarize(outcome: Outcome, stages: Sequence[str] = STAGES) -> str:
     lines = []
     for stage in stages:
+        if stage == "search" and stage not in outcome.skipped:
+            continue  # grid-only sweeps have no search stage
         failed = outcome.failed.get(stage, [])
         lines.append(
             f"  {stage:<9} ran {outcome.ran.get(stage, 0):>6}  skipped (done) "

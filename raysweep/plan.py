@@ -17,7 +17,7 @@ from raysweep.spec import SourceSpec, SweepSpec
 
 #: Bump when the meaning of a job's configuration changes, so that old results are not reused.
 PROTOCOL_VERSION = 1
-STAGES = ("pretrain", "probe", "finetune")
+STAGES = ("pretrain", "probe", "search", "finetune")
 
 
 def job_key(stage: str, config: dict[str, Any]) -> str:
@@ -141,10 +141,13 @@ def probe_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
 
 
 def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
+    from raysweep.search import group_for, search_groups
+
     ft = spec.finetune
     jobs: list[Job] = []
     if ft is None:
         return jobs
+    groups = search_groups(spec, sources)
     for source in spec.sources:
         source_key = sources[source.name].key
         for target in spec.targets_for(source):
@@ -172,6 +175,9 @@ def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
                         # set, so that the keys of existing jobs stay what they were.
                         if ft.eval_attack is not None:
                             config["eval_attack"] = asdict(ft.eval_attack)
+                        if groups:  # keyed on the search, not on the values it will find
+                            group = group_for(spec, groups, source.name, target, size, blocks)
+                            config["search"] = group.key
                         axes = {
                             **source_axes(source),
                             "target": target,
@@ -195,14 +201,16 @@ def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
 
 def make_plan(spec: SweepSpec) -> Plan:
     sources = pretrain_jobs(spec)
-    return Plan(
-        spec=spec,
-        jobs={
-            "pretrain": tuple(sources.values()),
-            "probe": tuple(probe_jobs(spec, sources)),
-            "finetune": tuple(finetune_jobs(spec, sources)),
-        },
-    )
+    jobs = {
+        "pretrain": tuple(sources.values()),
+        "probe": tuple(probe_jobs(spec, sources)),
+    }
+    if spec.search is not None:  # a stage of its own only when searched: status stays as it was
+        from raysweep.search import search_groups, search_jobs
+
+        jobs["search"] = tuple(search_jobs(spec, search_groups(spec, sources)))
+    jobs["finetune"] = tuple(finetune_jobs(spec, sources))
+    return Plan(spec=spec, jobs=jobs)
 
 
 def describe_plan(plan: Plan) -> str:
@@ -221,6 +229,13 @@ def describe_plan(plan: Plan) -> str:
         lines.append("  finetune         0 (no finetune section)")
         lines.append(f"  total      {plan.total:>7,} jobs")
         return "\n".join(lines)
+    if spec.search is not None:
+        trials = len(plan.jobs["search"])
+        groups = trials // spec.search.trials
+        lines.append(
+            f"  search     {trials:>7,} Ray Tune trials = {groups} groups "
+            f"(by {', '.join(spec.search.group_by)}) × {spec.search.trials} trials"
+        )
     seed_counts = {size_label(s): len(spec.seeds_for(s)) for s in spec.subset_sizes}
     pairs = sum(len(spec.targets_for(s)) for s in spec.sources)
     seeds_text = ", ".join(f"{k}:{v}" for k, v in seed_counts.items())

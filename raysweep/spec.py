@@ -17,6 +17,7 @@ from raysweep.validate import Reader, SpecError
 
 if TYPE_CHECKING:
     from raysweep.probes import ProbeSpec
+    from raysweep.search import SearchSpec
 
 __all__ = [
     "SpecError",
@@ -150,6 +151,10 @@ class FinetuneSpec:
 class ResourcesSpec:
     cpu: float
     gpu: float
+    #: Speed switches for GPU trials (how a job runs, not what it computes: not in job keys).
+    #: bf16: fine-tune under ``torch.autocast(dtype=bfloat16)``; channels_last: NHWC weights.
+    bf16: bool = False
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,8 @@ class SweepSpec:
     resources: ResourcesSpec
     data_root: str | None
     download: bool
+    #: Per-group hyperparameter search before the grid (raysweep.search); None = grid only.
+    search: SearchSpec | None = None
 
     def targets_for(self, source: SourceSpec) -> tuple[str, ...]:
         return source.targets if source.targets is not None else self.targets
@@ -211,6 +218,7 @@ TOP_OPTIONAL = (
     "data_root",
     "download",
     "description",
+    "search",
 )
 
 
@@ -261,6 +269,12 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
         raise r.fail("pretrain", "missing: sources without a checkpoint need a pretrain section")
     pretrain = sections.read_pretrain(r, top["pretrain"]) if "pretrain" in top else None
     grid = read_grid(r, top, sources)
+    search = None
+    if "search" in top:
+        from raysweep.search import read_search
+
+        every_target = (*grid["targets"], *(t for s in sources for t in s.targets or ()))
+        search = read_search(r, top["search"], {**grid, "targets": tuple(set(every_target))})
     probes = sections.read_probes(r, top.get("probes", []))
     if any(p.per_target for p in probes) and not any(grid["targets"] or s.targets for s in sources):
         raise r.fail("probes", "distance and influence probes need targets; add a targets list")
@@ -277,4 +291,5 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
         resources=resources,
         data_root=data_root,
         download=download,
+        search=search,
     )

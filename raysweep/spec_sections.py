@@ -310,12 +310,14 @@ def read_finetune(r: Reader, raw: Any) -> FinetuneSpec:
 
 
 def read_resources(r: Reader, raw: Any) -> ResourcesSpec:
-    d = r.mapping(raw, "resources", optional=("cpu", "gpu"))
+    d = r.mapping(raw, "resources", optional=("cpu", "gpu", "bf16", "channels_last"))
     cpu = r.number(d.get("cpu", 1), "resources.cpu", minimum=0.0, strict_minimum=True)
     gpu = r.number(d.get("gpu", 0), "resources.gpu", minimum=0.0)
     if gpu > 1 and gpu != int(gpu):
         raise r.fail("resources.gpu", f"fractions are for sharing one GPU (<= 1), got {gpu:g}")
-    return ResourcesSpec(cpu=cpu, gpu=gpu)
+    bf16 = r.boolean(d.get("bf16", False), "resources.bf16")
+    channels_last = r.boolean(d.get("channels_last", False), "resources.channels_last")
+    return ResourcesSpec(cpu=cpu, gpu=gpu, bf16=bf16, channels_last=channels_last)
 
 
 def read_probes(r: Reader, raw: Any) -> tuple[Any, ...]:

@@ -15,7 +15,7 @@ from raysweep.progress import Progress
 from raysweep.spec import SweepSpec
 from raysweep.sweepdir import SweepDir
 from raysweep.tracking import SweepTracker
-from raysweep.workers import WorkerContext, finetune_trainable, pretrain_source
+from raysweep.workers import HOST_KEY, NODE_KEY, WorkerContext, finetune_trainable, pretrain_task
 
 if TYPE_CHECKING:
     from raysweep.orchestrator import Outcome
@@ -30,12 +30,17 @@ def worker_context(spec: SweepSpec, sweep: SweepDir) -> WorkerContext:
         download=spec.download,
         threads=max(1, math.floor(spec.resources.cpu)),
         trials_root=str(sweep.path / "trials"),
+        gpu=spec.resources.gpu > 0,
+        bf16=spec.resources.bf16,
+        channels_last=spec.resources.channels_last,
     )
 
 
 def record_pretrain(tracker: SweepTracker, job: Job, record: dict[str, Any]) -> None:
     """Log a source's training history on its run, one step per epoch."""
     run_id = tracker.start_job(job)
+    if NODE_KEY in record:
+        tracker.tag_node(run_id, record[NODE_KEY], record[HOST_KEY])
     for row in record.get("history", []):
         metrics = {k: v for k, v in row.items() if k != "epoch"}
         tracker.log_metrics(run_id, metrics, step=int(row["epoch"]))
@@ -74,7 +79,7 @@ def run_pretrain_stage(
     if not to_run:
         return ready
     cpus = max(1, min(largest_node_cpus(), total_cpus() // len(to_run)))
-    task = ray.remote(pretrain_source).options(num_cpus=cpus, max_retries=2)
+    task = ray.remote(pretrain_task).options(num_cpus=cpus, max_retries=2)
     context = WorkerContext(**{**asdict(ctx), "threads": cpus})
     refs = {task.remote(job.key, job.config, context): job for job in to_run}
     write(
@@ -152,14 +157,20 @@ def largest_node_cpus() -> int:
 
 @contextlib.contextmanager
 def quiet_result_loading() -> Iterator[None]:
-    """Tune's result grid warns for every trial without result.json; MLflow is our record."""
-    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Tune's result grid warns for every trial without result.json, and Tune logs where it
+    saved its state after every experiment: MLflow and our progress lines are the record."""
+    loggers = [
+        (logging.getLogger("ray.tune.analysis.experiment_analysis"), logging.ERROR),
+        (logging.getLogger("ray.tune.tune"), logging.WARNING),
+    ]
+    levels = [logger.level for logger, _ in loggers]
+    for logger, level in loggers:
+        logger.setLevel(level)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for (logger, _), level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def experiment_name(jobs: list[Job]) -> str:

@@ -1,4 +1,4 @@
-"""The content-addressed store: source checkpoints and subset indices, keyed by job key.
+"""The content-addressed store: source checkpoints, subset indices and frozen features.
 
 The store lives under the runs root and is shared by every sweep there, so a source model that
 two sweeps describe identically is trained once. Files are written atomically (a temporary
@@ -37,6 +37,10 @@ class Store:
     def record(self, key: str) -> Path:
         """The JSON record written after a checkpoint: training history and metadata."""
         return self.root / "checkpoints" / f"{key}.json"
+
+    def features(self, key: str) -> Path:
+        """Frozen penultimate features of a source on a target split (raysweep.features)."""
+        return self.root / "features" / f"{key}.pt"
 
     def subset(self, target: str, size: int | None, seed: int) -> Path:
         label = "all" if size is None else str(size)

@@ -91,12 +91,22 @@ class _StageInputs:
     """Inputs of stage ``k`` (the first trainable one) for one data set, cached if allowed."""
 
     def __init__(
-        self, model: TransferNet, x: Tensor, k: int, prepare: Prepare, cache: bool
+        self,
+        model: TransferNet,
+        x: Tensor,
+        k: int,
+        prepare: Prepare,
+        cache: bool,
+        given: Tensor | None = None,
     ) -> None:
         self.model, self.x, self.k, self.prepare = model, x, k, prepare
         self.device = common.model_device(model)
         self.cached: Tensor | None = None
-        if cache and len(x) > 0:
+        if given is not None:  # computed elsewhere (the store's feature cache)
+            if len(given) != len(x):
+                raise ValueError(f"{len(given)} cached inputs for {len(x)} images")
+            self.cached = given.to(self.device)
+        elif cache and len(x) > 0:
             probe = self._compute(x[:1])
             if probe.element_size() * probe.numel() * len(x) <= CACHE_BYTES:
                 with eval_mode(model):
@@ -168,14 +178,19 @@ def _train_epoch(
     gen: torch.Generator,
     epoch: int,
     lr: float,
+    label_smoothing: float = 0.0,
 ) -> dict[str, float]:
-    """One pass of SGD on ``CE(f(x), y)`` from stage ``inputs.k`` on; running loss/accuracy."""
+    """One pass of SGD on ``CE(f(x), y)`` from stage ``inputs.k`` on; running loss/accuracy.
+
+    With label smoothing ε the target is (1 − ε)·onehot(y) + ε/K (Szegedy et al. 2016).
+    """
     common.set_lr(opt, lr)
     running = common.RunningMetrics()
     for idx in common.shuffled_batches(len(y), batch_size, gen):
         yb = y[idx].to(inputs.device)
         logits = model.run_stages(inputs.get(idx, augment, gen), inputs.k)
-        running.add(common.sgd_step(opt, F.cross_entropy(logits, yb), epoch, lr), logits, yb)
+        loss = F.cross_entropy(logits, yb, label_smoothing=label_smoothing)
+        running.add(common.sgd_step(opt, loss, epoch, lr), logits, yb)
     return running.result()
 
 
@@ -205,6 +220,8 @@ def finetune(
     state: FinetuneState | None = None,
     on_epoch_end: Callable[[FinetuneState], None] | None = None,
     eval_attack: PGDConfig | None = None,
+    label_smoothing: float = 0.0,
+    cached_inputs: tuple[Tensor | None, Tensor | None] = (None, None),
 ) -> dict[str, float]:
     """Fine-tune ``model`` in place; returns the final epoch's metrics.
 
@@ -215,7 +232,12 @@ def finetune(
     run through the whole network (the attack needs input gradients, so the cached frozen
     prefix cannot be used). Deterministic given ``seed``: shuffling and augmentation draw from
     one generator; the attack's random starts from its own, seeded by ``seed`` at every
-    evaluation, so adding an attack changes no training metric.
+    evaluation, so adding an attack changes no training metric. ``label_smoothing`` ε trains
+    on (1 − ε)·onehot(y) + ε/K (a tunable of the search, raysweep.search); evaluation is plain.
+
+    ``cached_inputs`` = (train, test) outputs of the frozen prefix ``stages()[:k]`` computed
+    elsewhere (:mod:`raysweep.features`), each None to compute it here. They are only valid
+    when that prefix is deterministic and, for train, there is no augmentation: else ValueError.
     """
     evals = _check_eval_epochs(eval_epochs, schedule.epochs)
     if len(train_y) == 0 or len(test_y) == 0:
@@ -228,13 +250,19 @@ def finetune(
     k = frozen_prefix_length(model)
     set_finetune_mode(model, blocks, update_frozen_bn_stats)
     fixed = _prefix_is_deterministic(model, k)
-    train_in = _StageInputs(model, train_x, k, prepare, cache=fixed and augment is None)
-    test_in = _StageInputs(model, test_x, k, prepare, cache=fixed)
+    given_train, given_test = cached_inputs
+    if (given_train is not None or given_test is not None) and not fixed:
+        raise ValueError("cached prefix outputs need a deterministic frozen prefix")
+    if given_train is not None and augment is not None:
+        raise ValueError("cached training inputs cannot be augmented")
+    train_in = _StageInputs(model, train_x, k, prepare, fixed and augment is None, given_train)
+    test_in = _StageInputs(model, test_x, k, prepare, cache=fixed, given=given_test)
+    smoothing = label_smoothing
     for epoch in range(first_epoch, schedule.epochs + 1):
         lr = schedule.lr_at(optim.lr, epoch)
         set_finetune_mode(model, blocks, update_frozen_bn_stats)
         running = _train_epoch(
-            model, train_in, train_y, opt, optim.batch_size, augment, gen, epoch, lr
+            model, train_in, train_y, opt, optim.batch_size, augment, gen, epoch, lr, smoothing
         )
         if epoch in evals:
             metrics = {**running, "train/lr": lr}
