@@ -11,11 +11,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raysweep.entrypoints import HOST_KEY, NODE_KEY, WorkerContext, node_identity
 from raysweep.plan import Job, Plan
 from raysweep.stages import collect_tasks
 from raysweep.sweepdir import SweepDir
 from raysweep.tracking import KEY_TAG, SweepTracker
-from raysweep.workers import HOST_KEY, NODE_KEY, WorkerContext, node_identity
 
 if TYPE_CHECKING:
     from raysweep.orchestrator import Outcome

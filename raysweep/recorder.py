@@ -7,11 +7,11 @@ from typing import Any
 
 from ray import tune
 
+from raysweep.entrypoints import ERROR_KEY, HOST_KEY, NODE_KEY
 from raysweep.plan import Job
 from raysweep.progress import Progress
 from raysweep.store import Store
 from raysweep.tracking import SweepTracker
-from raysweep.workers import ERROR_KEY, HOST_KEY, NODE_KEY
 
 METRIC_PREFIXES = ("train/", "test/", "adv/", "val/")
 

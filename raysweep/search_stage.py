@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from raysweep.entrypoints import ERROR_KEY, WorkerContext
 from raysweep.plan import Job, Plan, pretrain_jobs
 from raysweep.search import SearchGroup, apply_values, max_epochs, search_groups, slot_key
 from raysweep.sweepdir import SweepDir
 from raysweep.tracking import SweepTracker
-from raysweep.workers import ERROR_KEY, WorkerContext, finetune_job
 
 if TYPE_CHECKING:
     import optuna
@@ -77,6 +77,8 @@ def search_trainable(config: dict[str, Any]) -> None:
     validation accuracy, the worst possible, so that TPE learns to avoid that region.
     """
     from ray import tune
+
+    from raysweep.workers import finetune_job  # torch: on the worker, never in the driver
 
     job = apply_values(config["job"], config["params"])
     job["key"] = f"search-{config['job']['group']}-{tune.get_context().get_trial_id()}"

@@ -10,12 +10,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from raysweep.entrypoints import (
+    HOST_KEY,
+    NODE_KEY,
+    WorkerContext,
+    finetune_trainable,
+    pretrain_task,
+)
 from raysweep.plan import Job, Plan
 from raysweep.progress import Progress
 from raysweep.spec import SweepSpec
 from raysweep.sweepdir import SweepDir
 from raysweep.tracking import SweepTracker
-from raysweep.workers import HOST_KEY, NODE_KEY, WorkerContext, finetune_trainable, pretrain_task
 
 if TYPE_CHECKING:
     from raysweep.orchestrator import Outcome

@@ -11,10 +11,8 @@ import contextlib
 import copy
 import functools
 import os
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,48 +27,19 @@ from raysweep.data import (
     sample_subset,
     to_model_input,
 )
+from raysweep.entrypoints import ERROR_KEY, WorkerContext, node_identity
 from raysweep.models import TransferNet, build_model
 from raysweep.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from raysweep.models.freeze import replace_head
 from raysweep.models.net import Normalize
 from raysweep.models.published import load_source
-from raysweep.store import Store, write_json_atomic
+from raysweep.store import write_json_atomic
 from raysweep.train.attacks import PGDConfig
 from raysweep.train.kinds import make_training_kind
 from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, mean_loss, pretrain
 from raysweep.trials import TrialState, log_attempt
 
-ERROR_KEY = "raysweep_error"
-#: Where a job ran, in its result: the driver tags the job's run with them (tracking.NODE_TAG).
-NODE_KEY = "raysweep_node"
-HOST_KEY = "raysweep_host"
 NAN_KEYS_ENV = "RAYSWEEP_NAN_KEYS"
-
-
-@dataclass(frozen=True)
-class WorkerContext:
-    """What every worker needs besides its job: where data and the store are, how many threads."""
-
-    store_root: str
-    data_root: str | None
-    download: bool
-    threads: int
-    #: Where trials keep their resumable state and attempt logs (the sweep folder's trials/).
-    trials_root: str
-    #: A trial saves its state when this many seconds passed since its last save.
-    checkpoint_every_s: float = 60.0
-    #: resources.gpu > 0: fine-tune on the GPU Ray assigned (CPU if the worker sees none).
-    gpu: bool = False
-    #: resources.bf16 / resources.channels_last (see :func:`speed_settings`).
-    bf16: bool = False
-    channels_last: bool = False
-
-    @property
-    def store(self) -> Store:
-        return Store(Path(self.store_root))
-
-    def trial_dir(self, key: str) -> Path:
-        return Path(self.trials_root) / key
 
 
 @functools.lru_cache(maxsize=16)
@@ -340,19 +309,6 @@ def run_finetune(
             on_epoch_end=saved.maybe_save,
         )
     saved.clear()
-
-
-def node_identity() -> dict[str, str]:
-    """The Ray node id and hostname of this process ("none" outside Ray)."""
-    import ray
-
-    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "none"
-    return {NODE_KEY: node, HOST_KEY: socket.gethostname()}
-
-
-def pretrain_task(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
-    """Ray task body: :func:`pretrain_source` plus the node it ran on."""
-    return {**pretrain_source(key, config, ctx), **node_identity()}
 
 
 def evaluation_data(
