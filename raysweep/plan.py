@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from raysweep.spec import SourceSpec, SweepSpec
+from raysweep.spec import FinetuneSpec, SourceSpec, SweepSpec
 
 #: Bump when the meaning of a job's configuration changes, so that old results are not reused.
 PROTOCOL_VERSION = 1
@@ -140,6 +140,35 @@ def probe_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
     return jobs
 
 
+def finetune_config(
+    ft: FinetuneSpec,
+    source_key: str,
+    target: str,
+    size: int | None,
+    seed: int,
+    blocks: int | str,
+    eval_every: int,
+) -> dict[str, Any]:
+    """What a fine-tune job computes: source, target subset, seed, blocks and the recipe."""
+    rule = ft.rule_for(size)
+    return {
+        "source_key": source_key,
+        "target": target,
+        "subset_size": size,
+        "seed": seed,
+        "blocks": blocks,
+        "epochs": rule.epochs,
+        "eval_epochs": eval_epochs(rule.epochs, eval_every),
+        "lr_milestones": list(rule.lr_milestones),
+        "lr_decay": ft.lr_decay,
+        "optimizer": asdict(ft.optimizer),
+        "augment": ft.augment,
+        "update_frozen_bn_stats": ft.update_frozen_bn_stats,
+        "head_init": ft.head_init,
+        "normalization": ft.normalization,
+    }
+
+
 def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
     from raysweep.search import group_for, search_groups
 
@@ -155,22 +184,9 @@ def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
                 rule = ft.rule_for(size)
                 for blocks in spec.blocks:
                     for seed in spec.seeds_for(size):
-                        config = {
-                            "source_key": source_key,
-                            "target": target,
-                            "subset_size": size,
-                            "seed": seed,
-                            "blocks": blocks,
-                            "epochs": rule.epochs,
-                            "eval_epochs": eval_epochs(rule.epochs, rule.eval_every),
-                            "lr_milestones": list(rule.lr_milestones),
-                            "lr_decay": ft.lr_decay,
-                            "optimizer": asdict(ft.optimizer),
-                            "augment": ft.augment,
-                            "update_frozen_bn_stats": ft.update_frozen_bn_stats,
-                            "head_init": ft.head_init,
-                            "normalization": ft.normalization,
-                        }
+                        config = finetune_config(
+                            ft, source_key, target, size, seed, blocks, rule.eval_every
+                        )
                         # Options added after the first release enter the config only when
                         # set, so that the keys of existing jobs stay what they were.
                         if ft.eval_attack is not None:

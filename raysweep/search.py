@@ -284,29 +284,13 @@ def make_group(
     blocks: int | str,
 ) -> SearchGroup:
     """The base fine-tune config of a group's trials; the key also covers the search itself."""
-    from raysweep.plan import eval_epochs
+    from raysweep.plan import finetune_config
 
     assert spec.search is not None and spec.finetune is not None
     s, ft = spec.search, spec.finetune
-    rule = ft.rule_for(size)
-    config: dict[str, Any] = {
-        "source_key": source_key,
-        "target": target,
-        "subset_size": size,
-        "seed": s.seed,
-        "blocks": blocks,
-        "epochs": rule.epochs,
-        # Every epoch reports val/acc: ASHA's rungs and Optuna's history need it.
-        "eval_epochs": eval_epochs(rule.epochs, 1),
-        "lr_milestones": list(rule.lr_milestones),
-        "lr_decay": ft.lr_decay,
-        "optimizer": asdict(ft.optimizer),
-        "augment": ft.augment,
-        "update_frozen_bn_stats": ft.update_frozen_bn_stats,
-        "head_init": ft.head_init,
-        "normalization": ft.normalization,
-        "validation_fraction": s.validation_fraction,
-    }
+    # Every epoch reports val/acc: ASHA's rungs and Optuna's history need it.
+    config = finetune_config(ft, source_key, target, size, s.seed, blocks, eval_every=1)
+    config["validation_fraction"] = s.validation_fraction
     search = {
         "params": [asdict(p) for p in s.params],
         "trials": s.trials,
