@@ -81,7 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
-    from raysweep.models.published import PUBLISHED
+    from raysweep.models.sources import PUBLISHED
 
     root = args.data_root or "<data_root>"
     print(f"published source models (put the file in {root}/checkpoints/):")

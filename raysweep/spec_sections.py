@@ -84,7 +84,7 @@ def read_training(r: Reader, raw: Any, where: str) -> TrainingSpec:
 
 def read_checkpoint(r: Reader, raw: Any, where: str) -> str:
     """A published name (``robustness:…``, ``torchvision:…``) that exists, or a file path."""
-    from raysweep.models.published import is_reference, published_names
+    from raysweep.models.sources import is_reference, published_names
 
     ref = r.text(raw, where)
     if is_reference(ref) and ref not in published_names():
@@ -325,7 +325,7 @@ def read_probes(r: Reader, raw: Any) -> tuple[Any, ...]:
     items = r.sequence(raw, "probes", nonempty=False)
     if not items:
         return ()
-    from raysweep.probes import validate_probe
+    from raysweep.probe_spec import validate_probe
 
     probes = []
     for i, item in enumerate(items):

@@ -2,12 +2,44 @@
 
 Images are stored as uint8 [N, C, H, W] at native size; ``to_model_input`` turns a batch into
 float [0, 1] pixels at the model's size and channels; normalisation belongs to the model.
+
+Importing this package does not import torch: names and ``DatasetInfo`` are all the driver
+needs to plan a sweep. The tensor helpers load on first access (PEP 562), so
+``from raysweep.data import to_model_input`` works as before.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from raysweep.data.info import ArrayDataset, DatasetInfo
 from raysweep.data.registry import dataset_info, dataset_names, load_dataset
-from raysweep.data.subsets import sample_subset
-from raysweep.data.transforms import AUGMENTATIONS, augment_batch, to_model_input
+
+if TYPE_CHECKING:
+    from raysweep.data.subsets import sample_subset
+    from raysweep.data.transforms import AUGMENTATIONS, augment_batch, to_model_input
+
+# public name -> submodule defining it
+_LAZY: dict[str, str] = {
+    "sample_subset": "subsets",
+    "AUGMENTATIONS": "transforms",
+    "augment_batch": "transforms",
+    "to_model_input": "transforms",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "AUGMENTATIONS",

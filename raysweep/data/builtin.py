@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 
 from raysweep.data.info import ArrayDataset, DatasetInfo, channel_stats
 from raysweep.data.shapes import SHAPE_CLASSES, draw_shapes
@@ -108,6 +107,8 @@ def builtin_info(name: str) -> DatasetInfo:
 
 def load_builtin(name: str, split: str) -> ArrayDataset:
     """A fresh tensor copy of a cached built-in split, so callers may modify it in place."""
+    import torch  # here, not at the top: ``builtin_info`` serves the torch-free driver
+
     images, labels = _split_arrays(name, split)
     return ArrayDataset(
         images=torch.from_numpy(images.copy()),

@@ -4,6 +4,10 @@ Built-ins (``shapes``, ``shapes_outline``, ``textures``, ``digits``) need no fil
 others are read from ``data_root`` in torchvision's layouts (see ``files.py``). Variants
 (``caltech101_lowres``, ``caltech101_lowpass``; see ``variants.py``) load their base dataset and
 transform its images; they keep the base's facts (classes, size, statistics) under their name.
+
+Names and facts come from torch-free modules (``catalog.py``, ``builtin.py``), so the driver can
+validate and plan without torch; the torch loaders (``files.py``, ``variants.py``) are imported
+by ``load_dataset`` only.
 """
 
 from __future__ import annotations
@@ -12,26 +16,25 @@ import dataclasses
 from pathlib import Path
 
 from raysweep.data.builtin import BUILTIN_NAMES, SPLITS, builtin_info, load_builtin
-from raysweep.data.files import FILE_INFOS, load_file_dataset
+from raysweep.data.catalog import FILE_INFOS, VARIANT_BASES
 from raysweep.data.info import ArrayDataset, DatasetInfo
-from raysweep.data.variants import VARIANTS
 
 
 def dataset_names() -> list[str]:
     """Every registered dataset name, built-ins first."""
-    return [*BUILTIN_NAMES, *FILE_INFOS, *VARIANTS]
+    return [*BUILTIN_NAMES, *FILE_INFOS, *VARIANT_BASES]
 
 
 def _check_name(name: str) -> None:
-    if name not in BUILTIN_NAMES and name not in FILE_INFOS and name not in VARIANTS:
+    if name not in BUILTIN_NAMES and name not in FILE_INFOS and name not in VARIANT_BASES:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(dataset_names())}")
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Static facts about ``name``; for a built-in this generates (and caches) its train split."""
     _check_name(name)
-    if name in VARIANTS:
-        return dataclasses.replace(dataset_info(VARIANTS[name][0]), name=name)
+    if name in VARIANT_BASES:
+        return dataclasses.replace(dataset_info(VARIANT_BASES[name]), name=name)
     return builtin_info(name) if name in BUILTIN_NAMES else FILE_INFOS[name]
 
 
@@ -53,10 +56,13 @@ def load_dataset(
         raise ValueError(
             f"unknown split {split!r} for dataset '{name}'; valid: {', '.join(SPLITS)}"
         )
-    if name in VARIANTS:
-        base, transform = VARIANTS[name]
-        data = load_dataset(base, split, data_root=data_root, download=download)
-        return ArrayDataset(transform(data.images), data.labels, dataset_info(name))
+    if name in VARIANT_BASES:
+        from raysweep.data.variants import VARIANT_TRANSFORMS
+
+        data = load_dataset(VARIANT_BASES[name], split, data_root=data_root, download=download)
+        return ArrayDataset(VARIANT_TRANSFORMS[name](data.images), data.labels, dataset_info(name))
     if name in BUILTIN_NAMES:
         return load_builtin(name, split)
+    from raysweep.data.files import load_file_dataset
+
     return load_file_dataset(name, split, data_root, download)

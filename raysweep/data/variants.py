@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from raysweep.data.catalog import VARIANT_BASES
+
 LOW_RES_SIZE = 32
 LOW_PASS_DROP = 1024
 _CHUNK = 64  # images per FFT batch: bounds the complex temporaries to ~100 MB at 224 px
@@ -118,8 +120,14 @@ def low_pass(images: Tensor, drop: int = LOW_PASS_DROP) -> Tensor:
     return out
 
 
-# Registered dataset variants: name -> (base dataset, transform of its uint8 images).
-VARIANTS: dict[str, tuple[str, Callable[[Tensor], Tensor]]] = {
-    "caltech101_lowres": ("caltech101", low_resolution),
-    "caltech101_lowpass": ("caltech101", low_pass),
+# Registered dataset variants: name -> transform of its base's uint8 images. The bases live
+# in the torch-free ``catalog.VARIANT_BASES``, which the driver plans with; both must agree.
+VARIANT_TRANSFORMS: dict[str, Callable[[Tensor], Tensor]] = {
+    "caltech101_lowres": low_resolution,
+    "caltech101_lowpass": low_pass,
 }
+if set(VARIANT_TRANSFORMS) != set(VARIANT_BASES):
+    raise ImportError(
+        "raysweep.data.catalog.VARIANT_BASES and VARIANT_TRANSFORMS disagree: "
+        f"{sorted(set(VARIANT_TRANSFORMS) ^ set(VARIANT_BASES))}"
+    )

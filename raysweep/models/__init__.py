@@ -1,16 +1,58 @@
-"""Architectures as TransferNets, fine-tuning surgery and checkpoints."""
+"""Architectures as TransferNets, fine-tuning surgery and checkpoints.
 
-from raysweep.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from raysweep.models.freeze import (
-    FINETUNE_MODES,
-    configure_trainable,
-    frozen_prefix_length,
-    replace_head,
-    set_finetune_mode,
-    trainable_modules,
-)
-from raysweep.models.net import Normalize, TransferNet
-from raysweep.models.registry import architecture_names, build_model
+Only the torch-free name table is imported eagerly: the driver validates specs with
+``architecture_names`` and must not pay for torch (≈510 MiB RSS). Everything else is
+loaded on first access (PEP 562), so ``from raysweep.models import build_model`` still works.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from raysweep.models.names import architecture_names
+
+if TYPE_CHECKING:
+    from raysweep.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+    from raysweep.models.freeze import (
+        FINETUNE_MODES,
+        configure_trainable,
+        frozen_prefix_length,
+        replace_head,
+        set_finetune_mode,
+        trainable_modules,
+    )
+    from raysweep.models.net import Normalize, TransferNet
+    from raysweep.models.registry import build_model
+
+# public name -> submodule defining it
+_LAZY: dict[str, str] = {
+    "CheckpointError": "checkpoints",
+    "load_checkpoint": "checkpoints",
+    "save_checkpoint": "checkpoints",
+    "FINETUNE_MODES": "freeze",
+    "configure_trainable": "freeze",
+    "frozen_prefix_length": "freeze",
+    "replace_head": "freeze",
+    "set_finetune_mode": "freeze",
+    "trainable_modules": "freeze",
+    "Normalize": "net",
+    "TransferNet": "net",
+    "build_model": "registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "FINETUNE_MODES",

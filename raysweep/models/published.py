@@ -2,7 +2,8 @@
 
 Utrera et al. (ICLR 2021) fine-tune the robustness library's ImageNet ResNet-50s (natural,
 ``||δ||₂ ≤ 3``, ``||δ||∞ ≤ 4/255``, ``||δ||∞ ≤ 8/255``); Terzi et al. (AAAI 2021) its CIFAR-10
-ResNet-50s (natural, ℓ₂ ε = 0.25 / 0.5 / 1). ``PUBLISHED`` lists them with the download links
+ResNet-50s (natural, ℓ₂ ε = 0.25 / 0.5 / 1). ``PUBLISHED`` (torch-free, in
+:mod:`raysweep.models.sources`) lists them with the download links
 of the robustness README (MadryLab/robustness, "Pretrained models"), which also says the files
 were written by torch 1.1.0 with dill 0.2.9. Its ImageNet "ε = 0.0" model is "PyTorch
 pre-trained" (76.13 % top-1, torchvision's IMAGENET1K_V1 ResNet-50), so
@@ -30,11 +31,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-
-from torch import Tensor
-from torchvision.models import ResNet18_Weights, ResNet50_Weights
+from typing import TYPE_CHECKING
 
 from raysweep.models.checkpoints import (
     FORMAT,
@@ -48,88 +46,33 @@ from raysweep.models.checkpoints import (
 )
 from raysweep.models.net import TransferNet
 from raysweep.models.registry import architecture_names, build_model
+from raysweep.models.sources import (
+    PREFIXES,
+    PUBLISHED,
+    PublishedModel,
+    is_reference,
+    published_model,
+    published_names,
+)
 
-PREFIXES: tuple[str, ...] = ("robustness:", "torchvision:")
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# The catalogue (torch-free, for spec validation in the driver) is re-exported from here.
+__all__ = [
+    "PREFIXES",
+    "PUBLISHED",
+    "PublishedModel",
+    "is_reference",
+    "load_source",
+    "published_model",
+    "published_names",
+    "resolve_checkpoint",
+    "torchvision_to_transfernet",
+]
+
 _LAYER_KEY = re.compile(r"layer(\d+)\.(\d+)\.(.+)")
 Stats = tuple[Sequence[float], Sequence[float]]
-
-
-@dataclass(frozen=True)
-class PublishedModel:
-    """One published source model; ``norm`` is None for naturally trained ones (``eps`` 0)."""
-
-    ref: str
-    architecture: str
-    dataset: str
-    norm: str | None
-    eps: float
-    file: str
-    url: str
-    note: str = ""
-
-    @property
-    def download_url(self) -> str:
-        """``url`` as a direct download (Dropbox's ``?dl=0`` links open a web page)."""
-        return self.url.replace("?dl=0", "?dl=1")
-
-
-def _robustness(
-    name: str, dataset: str, norm: str | None, eps: float, url: str, note: str = ""
-) -> PublishedModel:
-    arch = "resnet50" if dataset == "imagenet" else "cifar_resnet50"
-    file = url.rsplit("/", 1)[-1].split("?", 1)[0]
-    return PublishedModel(f"robustness:{name}", arch, dataset, norm, eps, file, url, note)
-
-
-def _torchvision(arch: str, url: str) -> PublishedModel:
-    return PublishedModel(
-        f"torchvision:{arch}", arch, "imagenet", None, 0.0, url.rsplit("/")[-1], url
-    )
-
-
-_DROPBOX = "https://www.dropbox.com/s/"
-_TV50 = ResNet50_Weights.IMAGENET1K_V1.url
-_ENTRIES = [
-    _robustness("imagenet_nat", "imagenet", None, 0.0, _TV50,
-                "README: 'ε = 0.0 (PyTorch pre-trained)', i.e. torchvision's IMAGENET1K_V1"),
-    _robustness("imagenet_l2_3_0", "imagenet", "l2", 3.0,
-                _DROPBOX + "knf4uimlqsi1yz8/imagenet_l2_3_0.pt?dl=0"),
-    _robustness("imagenet_linf_4", "imagenet", "linf", 4 / 255,
-                _DROPBOX + "axfuary2w1cnyrg/imagenet_linf_4.pt?dl=0"),
-    _robustness("imagenet_linf_8", "imagenet", "linf", 8 / 255,
-                _DROPBOX + "yxn15a9zklz3s8q/imagenet_linf_8.pt?dl=0"),
-    _robustness("cifar_nat", "cifar10", None, 0.0, _DROPBOX + "yhpp4yws7sgi6lj/cifar_nat.pt?dl=0"),
-    _robustness("cifar_l2_0_25", "cifar10", "l2", 0.25,
-                _DROPBOX + "2qsp7pt6t7uo71w/cifar_l2_0_25.pt?dl=0"),
-    _robustness("cifar_l2_0_5", "cifar10", "l2", 0.5,
-                _DROPBOX + "1zazwjfzee7c8i4/cifar_l2_0_5.pt?dl=0"),
-    _robustness("cifar_l2_1_0", "cifar10", "l2", 1.0,
-                _DROPBOX + "s2x7thisiqxz095/cifar_l2_1_0.pt?dl=0"),
-    _robustness("cifar_linf_8", "cifar10", "linf", 8 / 255,
-                _DROPBOX + "c9qlt1lbdnu9tlo/cifar_linf_8.pt?dl=0"),
-    _torchvision("resnet18", ResNet18_Weights.IMAGENET1K_V1.url),
-    _torchvision("resnet50", _TV50),
-]  # fmt: skip
-PUBLISHED: dict[str, PublishedModel] = {entry.ref: entry for entry in _ENTRIES}
-
-
-def published_names() -> list[str]:
-    """Every published reference (``robustness:…``, ``torchvision:…``), sorted."""
-    return sorted(PUBLISHED)
-
-
-def is_reference(ref: str) -> bool:
-    """True for ``robustness:NAME`` / ``torchvision:NAME``; anything else is a file path."""
-    return ref.startswith(PREFIXES)
-
-
-def published_model(ref: str) -> PublishedModel:
-    """The registry entry of ``ref``; ``ValueError`` listing the valid names if unknown."""
-    if ref not in PUBLISHED:
-        prefix = ref.split(":", 1)[0] + ":"
-        valid = [name for name in published_names() if name.startswith(prefix)]
-        raise ValueError(f"unknown published model {ref!r}; valid: {', '.join(valid)}")
-    return PUBLISHED[ref]
 
 
 def resolve_checkpoint(ref: str, data_root: str | Path | None) -> Path:

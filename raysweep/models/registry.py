@@ -1,10 +1,14 @@
-"""One registry of architectures: ``build_model(name, ...)`` -> :class:`TransferNet`."""
+"""One registry of architectures: ``build_model(name, ...)`` -> :class:`TransferNet`.
+
+The names live in the torch-free :mod:`raysweep.models.names` (re-exported here).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 from raysweep.models import resnets, vgg
+from raysweep.models.names import ARCHITECTURE_NAMES, architecture_names
 from raysweep.models.net import Normalize, TransferNet
 
 Builder = Callable[[int, Normalize], TransferNet]
@@ -23,10 +27,12 @@ _ARCHITECTURES: dict[str, Builder] = {
     "vgg13_pure_linear": vgg.build_vgg13_pure_linear,
 }
 
-
-def architecture_names() -> list[str]:
-    """Registered architecture names, sorted."""
-    return sorted(_ARCHITECTURES)
+# The torch-free name table is what specs are validated against; it must list exactly these.
+if set(_ARCHITECTURES) != set(ARCHITECTURE_NAMES):
+    raise ImportError(
+        "raysweep.models.names.ARCHITECTURE_NAMES and the builders disagree: "
+        f"{sorted(set(_ARCHITECTURES) ^ set(ARCHITECTURE_NAMES))}"
+    )
 
 
 def build_model(
