@@ -1,4 +1,9 @@
-"""A Ray Tune callback that records each fine-tune trial as its job's MLflow run, on the driver."""
+"""A Ray Tune callback that records each fine-tune job as its MLflow run, on the driver.
+
+A trial is one job, or a packed bundle of jobs (:func:`raysweep.stages.bundle_jobs`) whose
+results name their job (``JOB_KEY``), its end (``DONE_KEY``) and the next job's start
+(``START_KEY``), see :func:`raysweep.workers.run_bundle`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from raysweep.plan import Job
 from raysweep.progress import Progress
 from raysweep.store import Store
 from raysweep.tracking import SweepTracker
+from raysweep.trials import DONE_KEY, JOB_KEY, START_KEY
 
 METRIC_PREFIXES = ("train/", "test/", "adv/", "val/")
 
@@ -39,7 +45,12 @@ def error_text(trial: Any) -> str:
 
 
 class JobRecorder(tune.Callback):
-    """Creates the run when a trial starts, logs each report at step = epoch, closes the run."""
+    """Creates a job's run when it starts, logs each report at step = epoch, closes the run.
+
+    Unpacked trial: start / end of the trial. Packed trial: the results naming the job's start
+    and end;
+    if the bundle dies for good, its jobs not closed yet fail with the trial's error.
+    """
 
     def __init__(
         self, tracker: SweepTracker, jobs: dict[str, Job], store: Store, progress: Progress
@@ -59,31 +70,49 @@ class JobRecorder(tune.Callback):
         self.nodes: dict[str, str] = {}
 
     @staticmethod
-    def key_of(trial: Any) -> str:
-        return trial.config["job"]["key"]
+    def keys_of(trial: Any) -> list[str]:
+        """The job keys a trial runs: its own, or its bundle's."""
+        if "bundle" in trial.config:
+            return [job["key"] for job in trial.config["bundle"]["jobs"]]
+        return [trial.config["job"]["key"]]
 
-    def run_of(self, trial: Any) -> str:
-        key = self.key_of(trial)
+    def run_of(self, key: str) -> str:
         if key not in self.run_ids:
             self.run_ids[key] = self.tracker.start_job(self.jobs[key])
         return self.run_ids[key]
 
+    def open_jobs(self, trial: Any) -> list[str]:
+        return [k for k in self.keys_of(trial) if k not in self.finished and k not in self.failures]
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.run_of(trial)
+        if "bundle" not in trial.config:  # a bundle's jobs start on their START_KEY result
+            self.run_of(self.keys_of(trial)[0])
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        run_id = self.run_of(trial)
-        self.tag_node(run_id, self.key_of(trial), result)
+        key = result.get(JOB_KEY)
+        if key is not None or "bundle" not in trial.config:
+            key = str(key or self.keys_of(trial)[0])
+            self.record(key, result)
+            if result.get(DONE_KEY):
+                self.close(key)
+        if result.get(START_KEY):
+            starting = str(result[START_KEY])
+            self.tag_node(self.run_of(starting), starting, result)
+
+    def record(self, key: str, result: dict[str, Any]) -> None:
+        """Log one result of a job: its error, or its metrics at step = epoch (once per epoch)."""
+        run_id = self.run_of(key)
+        self.tag_node(run_id, key, result)
         if ERROR_KEY in result:
-            self.errors[self.key_of(trial)] = str(result[ERROR_KEY])
+            self.errors[key] = str(result[ERROR_KEY])
             return
-        key, epoch = self.key_of(trial), int(result["epoch"])
-        if epoch <= self.last_epoch.get(key, 0):
+        metrics, epoch = reported_metrics(result), int(result.get("epoch", 0))
+        if not metrics or epoch <= self.last_epoch.get(key, 0):
             return
         self.last_epoch[key] = epoch
-        self.tracker.log_metrics(run_id, reported_metrics(result), step=epoch)
+        self.tracker.log_metrics(run_id, metrics, step=epoch)
 
     def tag_node(self, run_id: str, key: str, result: dict[str, Any]) -> None:
         node = result.get(NODE_KEY)
@@ -92,8 +121,17 @@ class JobRecorder(tune.Callback):
             self.nodes[key] = node
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        key = self.key_of(trial)
-        run_id = self.run_of(trial)
+        if "bundle" not in trial.config:
+            self.close(self.keys_of(trial)[0])
+            return
+        for key in self.open_jobs(trial):  # a bundle ends only after every job's "done"
+            self.fail(key, "its bundle ended without running it; relaunch to retry")
+
+    def close(self, key: str) -> None:
+        """End a job's run: FINISHED, or FAILED with the error it reported."""
+        if key in self.finished or key in self.failures:
+            return
+        run_id = self.run_of(key)
         job = self.jobs[key].config
         subset = self.store.subset(job["target"], job["subset_size"], job["seed"])
         if subset.is_file():
@@ -108,6 +146,10 @@ class JobRecorder(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = error_text(trial)
-        self.failures[self.key_of(trial)] = error
-        self.tracker.end_job(self.run_of(trial), error=error)
+        for key in self.open_jobs(trial):
+            self.fail(key, error)
+
+    def fail(self, key: str, error: str) -> None:
+        self.failures[key] = error
+        self.tracker.end_job(self.run_of(key), error=error)
         self.progress.tick(failed=True)

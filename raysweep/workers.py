@@ -27,7 +27,11 @@ from raysweep.data import (
     sample_subset,
     to_model_input,
 )
-from raysweep.entrypoints import ERROR_KEY, WorkerContext, node_identity
+from raysweep.entrypoints import (
+    ERROR_KEY,
+    WorkerContext,
+    node_identity,
+)
 from raysweep.models import TransferNet, build_model
 from raysweep.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from raysweep.models.freeze import replace_head
@@ -37,7 +41,15 @@ from raysweep.store import write_json_atomic
 from raysweep.train.attacks import PGDConfig
 from raysweep.train.kinds import make_training_kind
 from raysweep.train.loop import OptimConfig, ScheduleConfig, finetune, mean_loss, pretrain
-from raysweep.trials import TrialState, log_attempt
+from raysweep.trials import (
+    DONE_KEY,
+    JOB_KEY,
+    START_KEY,
+    TrialState,
+    is_done,
+    log_attempt,
+    mark_done,
+)
 
 NAN_KEYS_ENV = "RAYSWEEP_NAN_KEYS"
 
@@ -341,7 +353,8 @@ def evaluation_data(
 
 
 def finetune_trainable(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable: config = {"job": job config + key, "context": WorkerContext}.
+    """Ray Tune function trainable: config = {"job": job config + key, "context": WorkerContext},
+    or a packed trial {"bundle": {"name", "jobs": [job config + key, ...]}, "context"}.
 
     Every report carries the node it comes from: a trial retried after its node died reports
     from the new one.
@@ -349,8 +362,44 @@ def finetune_trainable(config: dict[str, Any]) -> None:
     from ray import tune
 
     where = node_identity()
-    finetune_job(
-        config["job"],
-        WorkerContext(**config["context"]),
-        lambda row: tune.report({**row, **where}),
-    )
+    ctx = WorkerContext(**config["context"])
+    if "bundle" in config:
+        run_bundle(config["bundle"]["jobs"], ctx, lambda row: tune.report({**row, **where}))
+        return
+    finetune_job(config["job"], ctx, lambda row: tune.report({**row, **where}))
+
+
+def run_bundle(
+    jobs: list[dict[str, Any]], ctx: WorkerContext, report: Callable[[dict[str, Any]], None]
+) -> None:
+    """Run a packed trial's jobs one after another; the driver records each as its own run.
+
+    Reports: ``{START_KEY: first}``, then each job's rows tagged ``JOB_KEY``; a job's last row
+    is held back and sent with ``DONE_KEY`` and the next job's ``START_KEY``, so a one-eval job
+    costs one report. A job failing with ``JOB_ERRORS`` reports its error and the bundle goes
+    on. A retried bundle (its node died) skips the jobs marked done — a marker is written only
+    after the job's last report returned, i.e. after the driver closed its run — and resumes
+    the interrupted one from its TrialState.
+    """
+    todo = [job for job in jobs if not is_done(ctx.trial_dir(job["key"]))]
+    if todo:
+        report({START_KEY: todo[0]["key"], "epoch": 0})
+    for i, job in enumerate(todo):
+        held: list[dict[str, Any]] = []
+        finetune_job(job, ctx, functools.partial(hold_last, held, job["key"], report))
+        last = held[0] if held else {"epoch": 0, JOB_KEY: job["key"]}
+        following = {START_KEY: todo[i + 1]["key"]} if i + 1 < len(todo) else {}
+        report({**last, DONE_KEY: True, **following})
+        mark_done(ctx.trial_dir(job["key"]))
+
+
+def hold_last(
+    held: list[dict[str, Any]],
+    key: str,
+    report: Callable[[dict[str, Any]], None],
+    row: dict[str, Any],
+) -> None:
+    """Send the row held so far and hold this one: the job's last row goes out with its end."""
+    if held:
+        report(held.pop())
+    held.append({**row, JOB_KEY: key})
