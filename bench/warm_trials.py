@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(1)  # the bench measures single-thread compute; never library code
-    from raysweep import features, workers
+    from raysweep import features, finetune_worker, workers
     from raysweep.train import finetuning
 
     if mode == "nocache":
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         for i, job in enumerate([jobs[0], *jobs]):
             rows: list[dict[str, Any]] = []
             started = time.perf_counter()
-            workers.finetune_job(job, ctx, rows.append)
+            finetune_worker.finetune_job(job, ctx, rows.append)
             if i > 0:
                 seconds[job["key"]] = time.perf_counter() - started
                 acc[job["key"]] = rows[-1]["test/acc"]

@@ -2,9 +2,9 @@
 
 The driver only schedules and records; importing torch there costs ≈0.5 GiB of resident memory
 (the CUDA build) for nothing. So the functions Ray runs on workers are named here, each
-importing :mod:`raysweep.workers` (torch, models, data) when it runs — on the worker. The result
-keys workers report, the worker context and the node identity live here too: the driver reads
-them, the workers write them.
+importing :mod:`raysweep.workers` or :mod:`raysweep.finetune_worker` (torch, models, data) when
+it runs — on the worker. The result keys workers report, the worker context and the node
+identity live here too: the driver reads them, the workers write them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class WorkerContext:
     checkpoint_every_s: float = 60.0
     #: resources.gpu > 0: fine-tune on the GPU Ray assigned (CPU if the worker sees none).
     gpu: bool = False
-    #: resources.bf16 / resources.channels_last (see :func:`raysweep.workers.speed_settings`).
+    #: resources.bf16 / resources.channels_last (see
+    #: :func:`raysweep.finetune_worker.speed_settings`).
     bf16: bool = False
     channels_last: bool = False
 
@@ -66,7 +67,7 @@ def pretrain_task(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[
 
 
 def finetune_trainable(config: dict[str, Any]) -> None:
-    """Ray Tune function trainable: :func:`raysweep.workers.finetune_trainable`."""
-    from raysweep.workers import finetune_trainable as run
+    """Ray Tune function trainable: :func:`raysweep.finetune_worker.finetune_trainable`."""
+    from raysweep.finetune_worker import finetune_trainable as run
 
     run(config)

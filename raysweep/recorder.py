@@ -2,7 +2,7 @@
 
 A trial is one job, or a packed bundle of jobs (:func:`raysweep.stages.bundle_jobs`) whose
 results name their job (``JOB_KEY``), its end (``DONE_KEY``) and the next job's start
-(``START_KEY``), see :func:`raysweep.workers.run_bundle`.
+(``START_KEY``), see :func:`raysweep.finetune_worker.run_bundle`.
 """
 
 from __future__ import annotations

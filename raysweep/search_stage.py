@@ -78,7 +78,7 @@ def search_trainable(config: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from raysweep.workers import finetune_job  # torch: on the worker, never in the driver
+    from raysweep.finetune_worker import finetune_job  # torch: on the worker, never in the driver
 
     job = apply_values(config["job"], config["params"])
     job["key"] = f"search-{config['job']['group']}-{tune.get_context().get_trial_id()}"

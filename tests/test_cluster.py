@@ -56,7 +56,7 @@ FAST_HEALTH_CHECKS = {
 
 
 def attempts(trials: Path) -> dict[str, list[int]]:
-    """Per job key, the pid of each start of its trial (raysweep.workers.log_attempt)."""
+    """Per job key, the pid of each start of its trial (raysweep.trials.log_attempt)."""
     found: dict[str, list[int]] = {}
     for log in trials.glob("*/attempts.log"):
         for line in log.read_text().splitlines():

@@ -9,14 +9,16 @@ from typing import Any
 import pytest
 import torch
 
-from raysweep import features, workers
+from raysweep import features, finetune_worker
 from raysweep.data import ArrayDataset, DatasetInfo, dataset_info
+from raysweep.entrypoints import WorkerContext
+from raysweep.finetune_worker import finetune_job, prepare_target_model
 from raysweep.models import TransferNet, build_model, load_checkpoint, save_checkpoint
 from raysweep.models.net import Normalize
 from raysweep.spec import SpecError, parse_spec
 from raysweep.store import Store
 from raysweep.train import OptimConfig, ScheduleConfig, make_training_kind, pretrain
-from raysweep.workers import WorkerContext, finetune_job, make_prepare, prepare_target_model
+from raysweep.workers import make_prepare
 
 SOURCE_KEY = "src0000000000000"
 TRAIN_N, TEST_N = 240, 120
@@ -38,7 +40,7 @@ TOY = {"train": toy(TRAIN_N, 1), "test": toy(TEST_N, 2)}
 @pytest.fixture(autouse=True)
 def toy_target(monkeypatch: pytest.MonkeyPatch) -> None:
     """Jobs read the toy splits under the name ``digits`` (its info gives the head's size)."""
-    monkeypatch.setattr(workers, "cached_dataset", lambda name, split, *rest: TOY[split])
+    monkeypatch.setattr(finetune_worker, "cached_dataset", lambda name, split, *rest: TOY[split])
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +248,9 @@ def test_speed_switches_parse_and_apply(sweep_root: Path, source: TransferNet) -
         parse_spec({**raw, "resources": {"bf16": "yes"}}, "s.yaml")
     fp32 = run_job(sweep_root, job(blocks=1))
     ctx = WorkerContext(**{**context(sweep_root).__dict__, "bf16": True, "channels_last": True})
-    model, autocast = workers.speed_settings(prepare_target_model(source, job(), "digits"), ctx)
+    model, autocast = finetune_worker.speed_settings(
+        prepare_target_model(source, job(), "digits"), ctx
+    )
     assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(autocast, torch.autocast) and not autocast._enabled  # GPU only
     rows: list[dict[str, Any]] = []

@@ -13,12 +13,13 @@ from mlflow.tracking import MlflowClient
 from test_resume import JOB, context
 
 from raysweep import stages
+from raysweep.finetune_worker import run_bundle
 from raysweep.orchestrator import launch
 from raysweep.plan import Job, make_plan
 from raysweep.spec import load_spec
 from raysweep.tracking import ERROR_TAG, KEY_TAG, NODE_TAG, experiment_name
 from raysweep.trials import DONE_KEY, JOB_KEY, START_KEY, mark_done
-from raysweep.workers import NAN_KEYS_ENV, run_bundle
+from raysweep.workers import NAN_KEYS_ENV
 
 pytestmark = pytest.mark.slow
 

@@ -22,6 +22,7 @@ from raysweep import search_stage, workers
 from raysweep.analysis.search_plots import search_plots
 from raysweep.analysis.sweepdata import NotSupported, SweepData
 from raysweep.data import dataset_info
+from raysweep.finetune_worker import finetune_job
 from raysweep.models import build_model, save_checkpoint
 from raysweep.orchestrator import launch
 from raysweep.plan import describe_plan, make_plan, pretrain_jobs
@@ -30,7 +31,7 @@ from raysweep.search_stage import validation_split
 from raysweep.spec import SpecError, parse_spec
 from raysweep.store import Store
 from raysweep.tracking import KEY_TAG, experiment_name
-from raysweep.workers import WorkerContext, finetune_job
+from raysweep.workers import WorkerContext
 
 SEARCH = {
     "params": {"lr": {"distribution": "loguniform", "low": 1e-3, "high": 0.3}},

@@ -10,11 +10,11 @@ needs to plan a sweep. The tensor helpers load on first access (PEP 562), so
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from raysweep.data.info import ArrayDataset, DatasetInfo
 from raysweep.data.registry import dataset_info, dataset_names, load_dataset
+from raysweep.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from raysweep.data.subsets import sample_subset
@@ -28,17 +28,7 @@ _LAZY: dict[str, str] = {
     "to_model_input": "transforms",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

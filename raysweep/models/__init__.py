@@ -7,9 +7,9 @@ loaded on first access (PEP 562), so ``from raysweep.models import build_model``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from raysweep.lazy import lazy_attributes
 from raysweep.models.names import architecture_names
 
 if TYPE_CHECKING:
@@ -41,17 +41,7 @@ _LAZY: dict[str, str] = {
     "build_model": "registry",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
