@@ -7,7 +7,7 @@
    three ways: (a) naive — one `python` process per trial, sequentially (bench/plain_trial.py);
    (b) plain Ray Tune written like Ray's PyTorch example (bench/plain_tune.py); (c) `raysweep
    launch` (bench/launch_probe.py). (a) and (b) run a fixed, evenly spaced sample of the trials
-   (every 5th, every 4th) so the whole bench stays near 20 min; their trials/hour are rates, and
+   (every 5th, every 4th) so the whole bench stays near 30 min; their trials/hour are rates, and
    accuracies are compared on the sampled trials.
 2. Head-only trials with and without the feature cache, in one warm single-thread process.
 3. Orchestration overhead: `raysweep launch` of near-zero-work trials (1 epoch of a 10-image
