@@ -98,8 +98,10 @@ def run_pretrain_stage(
     task = ray.remote(pretrain_task).options(num_cpus=cpus, max_retries=2)
     context = WorkerContext(**{**asdict(ctx), "threads": cpus})
     refs = {task.remote(job.key, job.config, context): job for job in to_run}
+    stored = sum(ctx.store.read_record(job.key) is not None for job in to_run)
+    reuse = f" ({stored} already in the store: recorded, not retrained)" if stored else ""
     write(
-        f"[pretrain] {len(to_run)} source(s) as Ray tasks, {cpus} CPU each: "
+        f"[pretrain] {len(to_run)} source(s) as Ray tasks, {cpus} CPU each{reuse}: "
         + ", ".join(job.name for job in to_run)
     )
 

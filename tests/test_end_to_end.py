@@ -152,6 +152,21 @@ def test_store_reuses_a_trained_source_without_training(micro_sweep: dict) -> No
     assert [m.value for m in logged] == pytest.approx([row["adv/acc"] for row in record["history"]])
 
 
+def test_another_sweep_records_stored_sources_without_retraining(micro_sweep: dict) -> None:
+    """A new sweep over the same sources records them from the store; no checkpoint is rewritten."""
+    grid = ("finetune", "probes", "targets", "subset_sizes", "seeds", "blocks")
+    spec = {k: v for k, v in MICRO.items() if k not in grid}
+    spec_path = micro_sweep["spec"].with_name("sources_only.yaml")
+    spec_path.write_text(yaml.safe_dump({**spec, "name": "sources_only"}))
+    checkpoints = sorted((micro_sweep["root"] / "store" / "checkpoints").glob("*.pt"))
+    written = [path.stat().st_mtime_ns for path in checkpoints]
+    lines: list[str] = []
+    outcome = launch(spec_path, root=micro_sweep["root"], write=lines.append)
+    assert outcome.ran["pretrain"] == 2 and not outcome.failed["pretrain"]
+    assert any("(2 already in the store: recorded, not retrained)" in line for line in lines)
+    assert [path.stat().st_mtime_ns for path in checkpoints] == written
+
+
 def test_status_and_resume(micro_sweep: dict, capsys: pytest.CaptureFixture[str]) -> None:
     from raysweep.cli import main
 
