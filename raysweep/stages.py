@@ -81,12 +81,11 @@ def run_pretrain_stage(
     import ray
 
     pending_keys = {job.key for job in pending}
+    stored = {
+        job.key for job in plan.jobs["pretrain"] if ctx.store.read_record(job.key) is not None
+    }
     to_run = sorted(
-        (
-            job
-            for job in plan.jobs["pretrain"]
-            if job.key in pending_keys or ctx.store.read_record(job.key) is None
-        ),
+        (job for job in plan.jobs["pretrain"] if job.key in pending_keys or job.key not in stored),
         key=attack_cost,
         reverse=True,
     )
@@ -98,8 +97,8 @@ def run_pretrain_stage(
     task = ray.remote(pretrain_task).options(num_cpus=cpus, max_retries=2)
     context = WorkerContext(**{**asdict(ctx), "threads": cpus})
     refs = {task.remote(job.key, job.config, context): job for job in to_run}
-    stored = sum(ctx.store.read_record(job.key) is not None for job in to_run)
-    reuse = f" ({stored} already in the store: recorded, not retrained)" if stored else ""
+    reused = sum(job.key in stored for job in to_run)
+    reuse = f" ({reused} already in the store: recorded, not retrained)" if reused else ""
     write(
         f"[pretrain] {len(to_run)} source(s) as Ray tasks, {cpus} CPU each{reuse}: "
         + ", ".join(job.name for job in to_run)
