@@ -2,8 +2,9 @@
 
     python bench/launch_probe.py OUT.json -- <raysweep CLI arguments>
 
-The product code runs unchanged; this wrapper only wraps ``raysweep.stages.run_finetune_stage``
-with a clock and reads the driver's own peak resident memory (``getrusage``) at the end.
+The product code runs unchanged; this wrapper only wraps the launcher's fine-tune stage
+(``raysweep.driver.launcher.run_finetune_stage``) with a clock and reads the driver's own
+peak resident memory (``getrusage``) at the end.
 Writes {"total_s", "finetune_s", "driver_peak_mib", "exit", "error"}; an exception after the
 fine-tune stage (e.g. in the report) is recorded, not fatal to the figures.
 """
@@ -22,11 +23,11 @@ from typing import Any
 def main(argv: list[str]) -> int:
     out, separator, *cli_args = argv
     assert separator == "--", "usage: launch_probe.py OUT.json -- <raysweep args>"
-    from raysweep import stages
     from raysweep.cli import main as raysweep_main
+    from raysweep.driver import launcher
 
     timing: dict[str, float] = {}
-    stage = stages.run_finetune_stage
+    stage = launcher.run_finetune_stage
 
     @functools.wraps(stage)
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -36,7 +37,7 @@ def main(argv: list[str]) -> int:
         finally:
             timing["finetune_s"] = time.perf_counter() - started
 
-    stages.run_finetune_stage = timed
+    launcher.run_finetune_stage = timed
     started = time.perf_counter()
     code, error = 1, ""
     try:

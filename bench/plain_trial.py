@@ -30,9 +30,9 @@ def train_one(job: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     from torchvision import transforms
 
     from raysweep.data import load_dataset, sample_subset
-    from raysweep.finetune_worker import prepare_target_model
     from raysweep.models import load_checkpoint
     from raysweep.models.freeze import configure_trainable, set_finetune_mode
+    from raysweep.worker.finetune import prepare_target_model
 
     started = time.perf_counter()
     source, _ = load_checkpoint(Path(checkpoint))

@@ -86,10 +86,9 @@ def write_spec(folder: Path, spec: dict[str, Any]) -> Path:
 
 def jobs_of(spec_path: Path) -> tuple[list[dict[str, Any]], str]:
     """The fine-tune job configs (with keys) and the source's key, as raysweep plans them."""
-    from raysweep.plan import make_plan
-    from raysweep.spec import load_spec
+    import raysweep
 
-    plan = make_plan(load_spec(spec_path))
+    plan = raysweep.make_plan(raysweep.load_spec(spec_path))
     jobs = [{**job.config, "key": job.key} for job in plan.jobs["finetune"]]
     return jobs, plan.jobs["pretrain"][0].key
 
@@ -116,11 +115,10 @@ def launch(root: Path, spec_path: Path, out: Path) -> dict[str, Any]:
 def raysweep_accuracies(root: Path, name: str) -> dict[str, float]:
     from mlflow.tracking import MlflowClient
 
-    from raysweep.tracking import KEY_TAG, experiment_name
+    from raysweep.schema import KEY_TAG, iter_runs, job_filter, sweep_experiment
 
     client = MlflowClient(f"sqlite:///{root / name / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment_name(name))
-    runs = client.search_runs([exp.experiment_id], "tags.`raysweep.stage` = 'finetune'")
+    runs = iter_runs(client, sweep_experiment(client, name), job_filter("finetune"))
     return {r.data.tags[KEY_TAG]: r.data.metrics["test/acc"] for r in runs}
 
 

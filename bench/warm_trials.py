@@ -25,8 +25,10 @@ def main(argv: list[str]) -> int:
     import torch
 
     torch.set_num_threads(1)  # the bench measures single-thread compute; never library code
-    from raysweep import features, finetune_worker, workers
+    from raysweep.protocol import WorkerContext
     from raysweep.train import finetuning
+    from raysweep.worker import features
+    from raysweep.worker import finetune as finetune_worker
 
     if mode == "nocache":
         features.head_inputs = lambda *a, **k: (None, None)  # type: ignore[assignment]
@@ -35,7 +37,7 @@ def main(argv: list[str]) -> int:
     seconds: dict[str, float] = {}
     acc: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="warm-trials-") as trials:
-        ctx = workers.WorkerContext(store, None, False, 1, trials, checkpoint_every_s=1e9)
+        ctx = WorkerContext(store, None, False, 1, trials, checkpoint_every_s=1e9)
         for i, job in enumerate([jobs[0], *jobs]):
             rows: list[dict[str, Any]] = []
             started = time.perf_counter()

@@ -11,12 +11,16 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raysweep.analysis.results import NothingToAnalyze
-from raysweep.orchestrator import ClusterError
+from raysweep.driver.cluster import ClusterError
+from raysweep.schema import TrackingError
 from raysweep.spec import SpecError
-from raysweep.sweepdir import SweepDirError
-from raysweep.tracking import TrackingError
+from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
+
+if TYPE_CHECKING:
+    from raysweep.driver.context import Outcome
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     SpecError,
@@ -42,41 +46,47 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_launch(args: argparse.Namespace) -> int:
-    from raysweep.orchestrator import launch, summarize
-
-    outcome = launch(
-        args.spec,
-        name=args.name,
-        address=args.address,
-        tracking_uri=args.tracking_uri,
-        root=args.root,
-        retry_failed=args.retry_failed,
-        extend=args.extend,
-    )
+def report_outcome(outcome: Outcome) -> int:
     print(f"sweep '{outcome.sweep}' finished:")
-    print(summarize(outcome))
+    print(outcome.summary())
     for stage, failures in outcome.failed.items():
         for failure in failures:
             print(f"  FAILED {stage}: {failure}")
     return 0 if outcome.ok else 1
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    from raysweep.sweepdir import SweepDir, resolve_root
+def cmd_launch(args: argparse.Namespace) -> int:
+    from raysweep.driver.launcher import launch
 
-    sweep = SweepDir(resolve_root(args.root), args.name)
-    state = sweep.read_state()
-    args.spec, args.tracking_uri, args.extend = str(sweep.spec_copy), state["tracking_uri"], False
-    return cmd_launch(args)
+    return report_outcome(
+        launch(
+            args.spec,
+            name=args.name,
+            address=args.address,
+            tracking_uri=args.tracking_uri,
+            root=args.root,
+            retry_failed=args.retry_failed,
+            extend=args.extend,
+        )
+    )
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from raysweep.driver.launcher import resume
+
+    return report_outcome(
+        resume(args.name, address=args.address, root=args.root, retry_failed=args.retry_failed)
+    )
+
+
+def sweep_dir(args: argparse.Namespace) -> SweepDir:
+    return SweepDir(resolve_root(args.root), args.name)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from raysweep.status import sweep_status
-    from raysweep.sweepdir import SweepDir, resolve_root
+    from raysweep.driver.status import sweep_status
 
-    status = sweep_status(SweepDir(resolve_root(args.root), args.name))
-    print(status.render())
+    print(sweep_status(sweep_dir(args)).render())
     return 0
 
 
@@ -97,18 +107,14 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from raysweep.summary import analyze
-    from raysweep.sweepdir import SweepDir, resolve_root
+    from raysweep.driver.report import analyze
 
-    analyze(SweepDir(resolve_root(args.root), args.name), args.out, args.tracking_uri)
+    analyze(sweep_dir(args), args.out, args.tracking_uri)
     return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from raysweep.sweepdir import SweepDir, resolve_root
-
-    sweep = SweepDir(resolve_root(args.root), args.name)
-    uri = sweep.read_state()["tracking_uri"]
+    uri = sweep_dir(args).tracking_uri()
     if not uri.startswith("sqlite"):
         print(f"sweep '{args.name}' is tracked on {uri}: open that address in a browser")
         return 0

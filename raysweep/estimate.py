@@ -250,10 +250,14 @@ def apply_scale(
 
 def recorded_durations(tracking_uri: str, sweep: str) -> dict[str, float]:
     """Job key → seconds of each FINISHED fine-tune run of an earlier launch of the sweep."""
-    from raysweep.tracking import KEY_TAG, STAGE_TAG, SweepTracker
+    from mlflow import MlflowClient
 
-    tracker = SweepTracker(tracking_uri, sweep)
-    runs = tracker.runs(f"tags.`{STAGE_TAG}` = 'finetune'", statuses=["FINISHED"])
+    from raysweep.schema import KEY_TAG, check_reachable, iter_runs, job_filter, sweep_experiment
+
+    check_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    finished = job_filter("finetune", status="= 'FINISHED'")
+    runs = iter_runs(client, sweep_experiment(client, sweep), finished)
     return {
         run.data.tags[KEY_TAG]: (run.info.end_time - run.info.start_time) / 1000.0
         for run in runs
@@ -301,7 +305,7 @@ def estimate_report(plan: Plan, root: str | None = None, repeats: int = 5) -> st
         e.note = f"calibrated in {time.perf_counter() - started:.0f} s"
         estimates.append(e)
     sweep = SweepDir(resolve_root(root), plan.spec.name)
-    uri = sweep.read_state().get("tracking_uri") if sweep.exists() else None
+    uri = sweep.tracking_uri() if sweep.exists() else None
     durations = recorded_durations(uri, sweep.name) if uri else {}
     if durations and cpu_timings is not None:
         scale = recorded_scale(plan, cpu_timings, durations)

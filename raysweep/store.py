@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raysweep.schema import subset_label
+
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,12 +41,11 @@ class Store:
         return self.root / "checkpoints" / f"{key}.json"
 
     def features(self, key: str) -> Path:
-        """Frozen penultimate features of a source on a target split (raysweep.features)."""
+        """Frozen penultimate features of a source on a target split (raysweep.worker.features)."""
         return self.root / "features" / f"{key}.pt"
 
     def subset(self, target: str, size: int | None, seed: int) -> Path:
-        label = "all" if size is None else str(size)
-        return self.root / "subsets" / target / f"n{label}-seed{seed}.json"
+        return self.root / "subsets" / target / f"n{subset_label(size)}-seed{seed}.json"
 
     def read_record(self, key: str) -> dict[str, Any] | None:
         """The record of a finished source, or None if it has not been (fully) written."""

@@ -6,6 +6,9 @@
     <root>/<name>/mlflow.db       default tracking store (``mlflow ui --backend-store-uri …``)
     <root>/<name>/artifacts/      artifact root of the default store
     <root>/<name>/tune/           Ray Tune experiment state
+    <root>/<name>/trials/<key>/   a running fine-tune trial's resumable state (raysweep.protocol)
+    <root>/<name>/probes/<key>/   a probe's output files
+    <root>/<name>/search/         the Optuna studies of a ``search:`` section
     <root>/<name>/report/         figures and tables
 
 ``<root>`` is ``--root``, else ``$RAYSWEEP_ROOT``, else ``./raysweep_runs``.
@@ -59,6 +62,17 @@ class SweepDir:
         return self.path / "tune"
 
     @property
+    def trials_dir(self) -> Path:
+        return self.path / "trials"
+
+    @property
+    def search_dir(self) -> Path:
+        return self.path / "search"
+
+    def probe_dir(self, key: str) -> Path:
+        return self.path / "probes" / key
+
+    @property
     def report_dir(self) -> Path:
         return self.path / "report"
 
@@ -98,3 +112,13 @@ class SweepDir:
 
     def write_state(self, state: dict[str, Any]) -> None:
         write_json_atomic(self.state_file, state)
+
+    def tracking_uri(self, override: str | None = None, *, new: bool = False) -> str:
+        """The rule every command follows: ``--tracking-uri`` when given, else the URI the sweep
+        was launched with (``sweep.json``); for a sweep not launched yet (``new``), the SQLite
+        file in its folder. Without either, the one-line "no sweep named …" error."""
+        if override:
+            return override
+        if new and not self.exists():
+            return self.default_tracking_uri()
+        return str(self.read_state()["tracking_uri"])

@@ -106,7 +106,7 @@ def test_changed_spec_is_refused_with_the_difference(
 
 
 def test_extend_accepts_a_spec_that_only_adds_jobs(tmp_path: Path) -> None:
-    from raysweep.orchestrator import check_same_plan
+    from raysweep.driver.launcher import check_same_plan
     from raysweep.plan import make_plan
     from raysweep.spec import load_spec
     from raysweep.sweepdir import SweepDir

@@ -1,8 +1,8 @@
 """Worker loss on a two-node Ray cluster: the trial on the dead node is retried, the sweep ends.
 
-Tune's failure handling (``FailureConfig(max_failures=2)`` in raysweep.stages) reschedules a
-trial whose node died; the driver, the only MLflow writer, keeps one run per job throughout.
-The cluster is two `ray start --block` processes this test owns and stops by pid.
+Tune's failure handling (``FailureConfig(max_failures=2)`` in raysweep.driver.finetune)
+reschedules a trial whose node died; the driver, the only MLflow writer, keeps one run per job
+throughout. The cluster is two `ray start --block` processes this test owns and stops by pid.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
 from raysweep.plan import make_plan
+from raysweep.schema import KEY_TAG, experiment_name
 from raysweep.spec import load_spec
-from raysweep.tracking import KEY_TAG, experiment_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -56,7 +56,7 @@ FAST_HEALTH_CHECKS = {
 
 
 def attempts(trials: Path) -> dict[str, list[int]]:
-    """Per job key, the pid of each start of its trial (raysweep.trials.log_attempt)."""
+    """Per job key, the pid of each start of its trial (raysweep.worker.trial_state.log_attempt)."""
     found: dict[str, list[int]] = {}
     for log in trials.glob("*/attempts.log"):
         for line in log.read_text().splitlines():

@@ -13,7 +13,7 @@ import yaml
 from micro_specs import one_source_spec
 
 from raysweep.cli import main
-from raysweep.orchestrator import ClusterError, check_cluster_reachable
+from raysweep.driver.cluster import ClusterError, check_cluster_reachable
 
 
 def test_ray_client_addresses_are_refused_with_the_way_to_run_on_the_head() -> None:

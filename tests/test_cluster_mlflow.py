@@ -25,8 +25,8 @@ from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
 from raysweep.plan import make_plan
+from raysweep.schema import HOST_TAG, KEY_TAG, NODE_TAG, STAGE_TAG, experiment_name
 from raysweep.spec import load_spec
-from raysweep.tracking import HOST_TAG, KEY_TAG, NODE_TAG, STAGE_TAG, experiment_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

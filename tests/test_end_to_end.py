@@ -9,10 +9,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from raysweep.orchestrator import launch
+from raysweep.driver.launcher import launch
 from raysweep.plan import make_plan
+from raysweep.schema import KEY_TAG, experiment_name
 from raysweep.spec import load_spec
-from raysweep.tracking import KEY_TAG, experiment_name
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +134,8 @@ def test_relaunch_redoes_nothing(micro_sweep: dict) -> None:
 
 
 def test_store_reuses_a_trained_source_without_training(micro_sweep: dict) -> None:
-    from raysweep.workers import WorkerContext, pretrain_source
+    from raysweep.protocol import WorkerContext
+    from raysweep.worker.sources import pretrain_source
 
     job = make_plan(load_spec(micro_sweep["spec"])).jobs["pretrain"][1]
     ctx = WorkerContext(

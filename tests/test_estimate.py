@@ -10,10 +10,10 @@ import yaml
 
 from raysweep import estimate as est
 from raysweep.cli import main
+from raysweep.driver.tracker import SweepTracker
 from raysweep.plan import Job, Plan, make_plan
 from raysweep.spec import load_spec
 from raysweep.sweepdir import SweepDir
-from raysweep.tracking import SweepTracker
 from tests.micro_specs import one_source_spec
 
 SPEC = one_source_spec(

@@ -10,11 +10,11 @@ import yaml
 from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
-from raysweep.orchestrator import launch
+from raysweep.driver.launcher import launch
 from raysweep.plan import make_plan
+from raysweep.schema import ERROR_TAG, KEY_TAG, experiment_name
 from raysweep.spec import load_spec
-from raysweep.tracking import ERROR_TAG, KEY_TAG, experiment_name
-from raysweep.workers import NAN_KEYS_ENV
+from raysweep.worker.inputs import NAN_KEYS_ENV
 
 pytestmark = pytest.mark.slow
 

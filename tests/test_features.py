@@ -9,16 +9,17 @@ from typing import Any
 import pytest
 import torch
 
-from raysweep import features, finetune_worker
 from raysweep.data import ArrayDataset, DatasetInfo, dataset_info
-from raysweep.entrypoints import WorkerContext
-from raysweep.finetune_worker import finetune_job, prepare_target_model
 from raysweep.models import TransferNet, build_model, load_checkpoint, save_checkpoint
 from raysweep.models.net import Normalize
+from raysweep.protocol import WorkerContext
 from raysweep.spec import SpecError, parse_spec
 from raysweep.store import Store
 from raysweep.train import OptimConfig, ScheduleConfig, make_training_kind, pretrain
-from raysweep.workers import make_prepare
+from raysweep.worker import features
+from raysweep.worker import finetune as finetune_worker
+from raysweep.worker.finetune import finetune_job, prepare_target_model
+from raysweep.worker.inputs import make_prepare
 
 SOURCE_KEY = "src0000000000000"
 TRAIN_N, TEST_N = 240, 120

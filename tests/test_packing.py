@@ -12,14 +12,14 @@ from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 from test_resume import JOB, context
 
-from raysweep import stages
-from raysweep.finetune_worker import run_bundle
-from raysweep.orchestrator import launch
+from raysweep.driver import packing
+from raysweep.driver.launcher import launch
 from raysweep.plan import Job, make_plan
+from raysweep.protocol import DONE_KEY, JOB_KEY, START_KEY, mark_done
+from raysweep.schema import ERROR_TAG, KEY_TAG, NODE_TAG, experiment_name
 from raysweep.spec import load_spec
-from raysweep.tracking import ERROR_TAG, KEY_TAG, NODE_TAG, experiment_name
-from raysweep.trials import DONE_KEY, JOB_KEY, START_KEY, mark_done
-from raysweep.workers import NAN_KEYS_ENV
+from raysweep.worker.finetune import run_bundle
+from raysweep.worker.inputs import NAN_KEYS_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +41,19 @@ def jobs(n: int) -> list[Job]:
 
 
 def test_bundle_sizes_follow_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(stages.PACK_MIN_ENV, raising=False)
-    assert stages.bundle_jobs(jobs(99), slots=2) is None  # below PACK_MIN_TRIALS
+    monkeypatch.delenv(packing.PACK_MIN_ENV, raising=False)
+    assert packing.bundle_jobs(jobs(99), slots=2) is None  # below PACK_MIN_TRIALS
     # 200 jobs, 2 slots: ⌈200/16⌉ = 13 bundles, rounded up to 14 (a multiple of the slots).
-    bundles = stages.bundle_jobs(jobs(200), slots=2)
+    bundles = packing.bundle_jobs(jobs(200), slots=2)
     assert bundles is not None and len(bundles) == 14
     assert sorted({len(b) for b in bundles}) == [14, 15]
     assert sorted(j.key for b in bundles for j in b) == sorted(j.key for j in jobs(200))
-    assert len(stages.bundle_jobs(jobs(1000), slots=2) or []) == 64
+    assert len(packing.bundle_jobs(jobs(1000), slots=2) or []) == 64
     # Few jobs on many slots: BUNDLES_PER_SLOT × slots bundles, never more than jobs.
-    assert len(stages.bundle_jobs(jobs(100), slots=8) or []) == 32
-    monkeypatch.setenv(stages.PACK_MIN_ENV, "3")
-    assert [len(b) for b in stages.bundle_jobs(jobs(3), slots=2) or []] == [1, 1, 1]
-    assert stages.bundle_jobs(jobs(2), slots=2) is None
+    assert len(packing.bundle_jobs(jobs(100), slots=8) or []) == 32
+    monkeypatch.setenv(packing.PACK_MIN_ENV, "3")
+    assert [len(b) for b in packing.bundle_jobs(jobs(3), slots=2) or []] == [1, 1, 1]
+    assert packing.bundle_jobs(jobs(2), slots=2) is None
 
 
 def test_retried_bundle_skips_jobs_marked_done(tmp_path: Path) -> None:
@@ -103,8 +103,8 @@ def two_sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     lines: list[str] = []
     patch = pytest.MonkeyPatch()
     try:
-        patch.setenv(stages.PACK_MIN_ENV, "1")
-        patch.setattr(stages, "BUNDLES_PER_SLOT", 1)  # 2 slots → 2 bundles of 4 jobs
+        patch.setenv(packing.PACK_MIN_ENV, "1")
+        patch.setattr(packing, "BUNDLES_PER_SLOT", 1)  # 2 slots → 2 bundles of 4 jobs
         packed = launch(plans["packed"][0], root=folder / "runs", write=lines.append)
         patch.undo()
         plain = launch(plans["plain"][0], root=folder / "runs", write=lambda _: None)
@@ -188,8 +188,8 @@ class FakeTracker:
 
 
 def test_recorder_routes_bundle_results_and_fails_only_open_jobs(tmp_path: Path) -> None:
-    from raysweep.progress import Progress
-    from raysweep.recorder import JobRecorder
+    from raysweep.driver.progress import Progress
+    from raysweep.driver.recorder import JobRecorder
     from raysweep.store import Store
 
     keys = ["a", "b", "c"]

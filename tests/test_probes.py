@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from raysweep.data import dataset_info, load_dataset
+from raysweep.data import dataset_info, draw_images, load_dataset
 from raysweep.measures.fisher import noisy_layers
 from raysweep.models import build_model, save_checkpoint
-from raysweep.probe_common import sample_curve, subset_indices, training_label
-from raysweep.probes import PROBE_NAMES, probe_names, run_probe, validate_probe
+from raysweep.probes import PROBES, probe_names, run_probe, validate_probe
+from raysweep.probes.context import sample_curve, training_label
+from raysweep.probes.run import runner
 
 SOURCE = {
     "name": "tex",
@@ -113,7 +114,7 @@ def _check_artifacts(result: dict, out: Path) -> dict[str, Path]:
     return found
 
 
-@pytest.mark.parametrize("name", PROBE_NAMES)
+@pytest.mark.parametrize("name", list(PROBES))
 def test_every_probe_returns_its_documented_metrics(
     name: str, checkpoint: str, tmp_path: Path
 ) -> None:
@@ -167,7 +168,7 @@ def test_cckl_pairs_and_split(checkpoint: str, tmp_path: Path) -> None:
     m = _run("cckl", checkpoint, tmp_path)["metrics"]
     pairs = np.load(tmp_path / "cckl_pairs.npz")
     labels = load_dataset("textures", "test").labels.numpy()
-    y = labels[subset_indices(torch.as_tensor(labels), 24, 0, 10, "textures")]
+    y = labels[draw_images(torch.as_tensor(labels), 24, 0, 10, "textures")]
     assert pairs["kl"].size == int((y[:, None] != y[None, :]).sum())
     assert (y[pairs["i"]] != y[pairs["j"]]).all()
     assert m["probe/cckl"] == pytest.approx(pairs["kl"].mean()) and m["probe/cckl"] > 0
@@ -212,8 +213,22 @@ def test_same_seed_same_result_and_threads_restored(checkpoint: str, tmp_path: P
     assert torch.get_num_threads() == before
 
 
+def test_the_probe_table_is_the_only_one() -> None:
+    """One row per probe: a one-line reference, a runner that resolves on the worker side, and
+    the per-target flag on exactly the probes that need a target."""
+    assert probe_names() == sorted(PROBES) and len(PROBES) == 10
+    assert {name for name, probe in PROBES.items() if probe.per_target} == {
+        "distance",
+        "influence",
+    }
+    for name, probe in PROBES.items():
+        assert probe.follows and "\n" not in probe.follows and len(probe.follows) < 100
+        function = runner(name)
+        assert callable(function) and function.__name__ == f"run_{name}"
+        assert probe.runner == f"{function.__module__}:{function.__name__}"
+
+
 def test_validate_probe_fills_defaults() -> None:
-    assert probe_names() == sorted(PROBE_NAMES)
     spec = validate_probe("cckl", {"eps": [1, 2]})
     assert spec.params == {"images": 256, "eps": [1.0, 2.0], "norm": "l2", "pairs": 2048}
     assert not spec.per_target
@@ -277,10 +292,10 @@ def test_run_probe_checks_target_and_threads(checkpoint: str, tmp_path: Path) ->
 
 def test_helpers() -> None:
     labels = torch.arange(10).repeat(5)
-    few = subset_indices(labels, 4, 3, 10, "x")
+    few = draw_images(labels, 4, 3, 10, "x")
     assert len(few) == 4 and len(set(labels[few].tolist())) == 4  # distinct classes
-    assert subset_indices(labels, 500, 3, 10, "x").tolist() == list(range(50))
-    assert len(set(labels[subset_indices(labels, 12, 3, 10, "x")].tolist())) == 10
+    assert draw_images(labels, 500, 3, 10, "x").tolist() == list(range(50))
+    assert len(set(labels[draw_images(labels, 12, 3, 10, "x")].tolist())) == 10
     assert sample_curve([5.0, 4.0, 3.0], points=2) == [[0, 5.0], [1, 4.0], [2, 3.0]]
     assert [s for s, _ in sample_curve(list(range(2001)))] == list(range(0, 2001, 20))
     assert training_label(SOURCE) == "0.5 (pgd, l2)"

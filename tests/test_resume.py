@@ -18,12 +18,12 @@ from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
 from raysweep.data import dataset_info
-from raysweep.entrypoints import WorkerContext
-from raysweep.finetune_worker import finetune_job
 from raysweep.models import build_model, save_checkpoint
 from raysweep.plan import make_plan
+from raysweep.protocol import WorkerContext
+from raysweep.schema import KEY_TAG, experiment_name
 from raysweep.spec import load_spec
-from raysweep.tracking import KEY_TAG, experiment_name
+from raysweep.worker.finetune import finetune_job
 
 JOB: dict[str, Any] = {
     "key": "k-resume-test",

@@ -18,20 +18,19 @@ import yaml
 from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
-from raysweep import search_stage, workers
 from raysweep.analysis.search_plots import search_plots
 from raysweep.analysis.sweepdata import NotSupported, SweepData
-from raysweep.data import dataset_info
-from raysweep.finetune_worker import finetune_job
+from raysweep.data import cache, dataset_info, validation_split
+from raysweep.driver import studies
+from raysweep.driver.launcher import launch
 from raysweep.models import build_model, save_checkpoint
-from raysweep.orchestrator import launch
 from raysweep.plan import describe_plan, make_plan, pretrain_jobs
-from raysweep.search import apply_values, search_groups
-from raysweep.search_stage import validation_split
+from raysweep.plan.search import apply_values, search_groups
+from raysweep.protocol import WorkerContext
+from raysweep.schema import KEY_TAG, experiment_name
 from raysweep.spec import SpecError, parse_spec
 from raysweep.store import Store
-from raysweep.tracking import KEY_TAG, experiment_name
-from raysweep.workers import WorkerContext
+from raysweep.worker.finetune import finetune_job
 
 SEARCH = {
     "params": {"lr": {"distribution": "loguniform", "low": 1e-3, "high": 0.3}},
@@ -206,14 +205,14 @@ def test_search_trial_never_reads_the_test_split(
 ) -> None:
     ctx, source = fake_store(tmp_path)
     splits: list[tuple[str, str]] = []
-    real = workers.load_dataset
+    real = cache.load_dataset
 
     def spy(name: str, split: str, **kwargs: Any) -> Any:
         splits.append((name, split))
         return real(name, split, **kwargs)
 
-    monkeypatch.setattr(workers, "load_dataset", spy)
-    workers.cached_dataset.cache_clear()
+    monkeypatch.setattr(cache, "load_dataset", spy)
+    cache.cached_dataset.cache_clear()
     rows: list[dict[str, Any]] = []
     job = search_job(search_spec("spy"), source, lr=0.05, key="trial-a")
     finetune_job(job, ctx, rows.append)
@@ -225,7 +224,7 @@ def test_search_trial_never_reads_the_test_split(
     grid = {**{k: v for k, v in job.items() if k != "validation_fraction"}, "key": "grid-a"}
     finetune_job(grid, ctx, rows.append)
     assert ("digits", "test") in splits and "test/acc" in rows[-1]
-    workers.cached_dataset.cache_clear()
+    cache.cached_dataset.cache_clear()
 
 
 # --- the search stage on local Ray ------------------------------------------------------------
@@ -312,17 +311,17 @@ def test_interrupted_search_resumes_with_the_same_total(
 ) -> None:
     root = searched["root"]
     spec = write_spec(searched["folder"], search_spec("resume", searched["source"]))
-    sync = search_stage.StudyLogger.sync
+    sync = studies.StudyLogger.sync
 
-    def interrupt_after_two(self: search_stage.StudyLogger, url: str) -> None:
+    def interrupt_after_two(self: studies.StudyLogger, url: str) -> None:
         sync(self, url)
         if self.count >= 2:
             raise KeyboardInterrupt("the driver is stopped after two trials")
 
-    monkeypatch.setattr(search_stage.StudyLogger, "sync", interrupt_after_two)
+    monkeypatch.setattr(studies.StudyLogger, "sync", interrupt_after_two)
     with pytest.raises(KeyboardInterrupt):
         launch(spec, root=root, write=lambda line: None)
-    monkeypatch.setattr(search_stage.StudyLogger, "sync", sync)
+    monkeypatch.setattr(studies.StudyLogger, "sync", sync)
     assert [t.state.name for t in study_trials(root, "resume")] == ["COMPLETE"] * 2
     url = f"sqlite:///{root / 'resume' / 'search' / 'optuna.db'}"
     (summary,) = optuna.get_all_study_summaries(url)

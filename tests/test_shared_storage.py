@@ -18,7 +18,7 @@ import yaml
 from cluster_utils import CLUSTER_ENV, hiding, local_cluster, node_ids
 from micro_specs import one_source_spec
 
-from raysweep.shared_storage import MARKER_DIR
+from raysweep.driver.shared_root import MARKER_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -26,7 +26,7 @@ CHECK_SCRIPT = """
 import json, sys
 from pathlib import Path
 import ray
-from raysweep.shared_storage import check_shared_root
+from raysweep.driver.shared_root import check_shared_root
 ray.init(address=sys.argv[1], log_to_driver=False)
 views = check_shared_root(Path(sys.argv[2]))
 print(json.dumps([[v.node_id, v.hostname, v.sees_marker] for v in views]))

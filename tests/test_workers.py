@@ -9,7 +9,8 @@ import torch
 
 from raysweep.data import dataset_info
 from raysweep.models import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from raysweep.workers import WorkerContext, pretrain_source
+from raysweep.protocol import WorkerContext
+from raysweep.worker.sources import pretrain_source
 
 
 def context(tmp_path: Path) -> WorkerContext:

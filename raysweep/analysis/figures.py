@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from raysweep.analysis.stats import gap_table, subset_order, summarize
 from raysweep.analysis.tables import pivot_markdown
+from raysweep.schema import ALL_IMAGES
 
 ACCURACY_LABEL = "test accuracy [%]"
 DELTA_LABEL = "robust − natural accuracy [pp]"
@@ -37,7 +38,7 @@ def source_colors(sources: list[str]) -> dict[str, tuple[float, float, float, fl
 
 def _size_label(subset_size: str, n_train: float) -> str:
     """``100``, ``1.6k``, ``25.6k``; ``all (50k)`` shows how many images "all" was."""
-    if subset_size == "all":
+    if subset_size == ALL_IMAGES:
         return f"all ({n_train / 1000:.0f}k)" if n_train >= 1000 else f"all ({n_train:.0f})"
     value = int(float(subset_size))
     return f"{value / 1000:g}k" if value >= 1000 else str(value)

@@ -1,8 +1,8 @@
 """Fetch a sweep's finished runs from MLflow into typed pandas frames.
 
-The MLflow layout is the orchestrator's convention: experiment ``raysweep/<sweep>``, one parent
-run (``raysweep.role=sweep``) and one child run per job (``raysweep.role=job``) tagged with
-``raysweep.sweep``, ``raysweep.key`` and ``raysweep.stage``. Fine-tuning runs carry their grid
+The MLflow layout is :mod:`raysweep.schema`'s: experiment ``raysweep/<sweep>``, one parent
+run and one child run per job, tagged with the sweep, its stable key and its stage, listed with
+:func:`raysweep.schema.iter_runs`. Fine-tuning runs carry their grid
 cell as params (and tags): source, source_training, source_norm, source_eps, source_architecture,
 source_dataset, target, subset_size, n_train, seed, blocks, epochs. Only FINISHED runs are
 results; a sweep may still be running or may have been interrupted.
@@ -11,14 +11,14 @@ results; a sweep may still be running or may have been interrupted.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-EXPERIMENT_PREFIX = "raysweep/"
+from raysweep.schema import KEY_TAG, iter_runs, job_filter, sweep_experiment
 
 # Typed columns; every other param stays a string so that "all" / "head_bn" survive untouched.
 INT_PARAMS = ("seed", "n_train", "epochs")
@@ -60,56 +60,16 @@ def metric_column(metric: str) -> str:
     return metric.replace("/", "_")
 
 
-def _quote(value: str) -> str:
-    # MLflow's filter grammar takes single-quoted strings; escape embedded quotes.
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _job_filter(sweep: str, stage: str, status: str) -> str:
-    return (
-        f'tags."raysweep.sweep" = {_quote(sweep)} AND tags."raysweep.role" = \'job\' '
-        f'AND tags."raysweep.stage" = {_quote(stage)} AND {status}'
-    )
-
-
-def _iter_runs(
-    client: MlflowClient, experiment_id: str, filter_string: str, page_size: int
-) -> Iterator[Run]:
-    """All runs matching ``filter_string``, page by page (``max_results`` + ``page_token``).
-
-    Ordered by start time ascending so that runs created while we paginate land on later pages
-    instead of shifting earlier ones; the caller still de-duplicates by run id.
-    """
-    token: str | None = None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            filter_string,
-            max_results=page_size,
-            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
-            page_token=token,
-        )
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-def _experiment_id(client: MlflowClient, sweep: str) -> str | None:
-    experiment = client.get_experiment_by_name(EXPERIMENT_PREFIX + sweep)
-    return None if experiment is None else experiment.experiment_id
-
-
 def _run_row(run: Run, params: Sequence[str]) -> dict[str, object]:
     tags = run.data.tags
     row: dict[str, object] = {
         "run_id": run.info.run_id,
-        "key": tags.get("raysweep.key"),
+        "key": tags.get(KEY_TAG),
         "status": run.info.status,
         "start_time": run.info.start_time,
         "end_time": run.info.end_time,
     }
-    # The orchestrator writes the cell as params and as tags; tags are the fallback for runs
+    # The driver writes the cell as params and as tags; tags are the fallback for runs
     # whose params were never logged (e.g. a crash between create_run and log_batch).
     for name in {*params, *run.data.params}:
         row[name] = run.data.params.get(name, tags.get(name))
@@ -144,19 +104,17 @@ def sweep_runs(
     client = MlflowClient(tracking_uri)
     params = STAGE_PARAMS.get(stage, ())
     metrics = tuple(metric_column(m) for m in STAGE_METRICS.get(stage, ()))
-    experiment_id = _experiment_id(client, sweep)
+    finished = job_filter(stage, sweep=sweep, status="= 'FINISHED'")
     rows: dict[str, dict[str, object]] = {}
-    if experiment_id is not None:
-        status = "attributes.status = 'FINISHED'"
-        for run in _iter_runs(client, experiment_id, _job_filter(sweep, stage, status), page_size):
-            rows[run.info.run_id] = _run_row(run, params)
+    for run in iter_runs(client, sweep_experiment(client, sweep), finished, page_size):
+        rows[run.info.run_id] = _run_row(run, params)
     columns = [*RUN_COLUMNS, *params, *metrics]
     df = pd.DataFrame(list(rows.values()))
     if df.empty:
         return _type_columns(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}))
     df = df.reindex(columns=[*columns, *sorted(set(df.columns) - set(columns))])
     keyed = df[df["key"].notna()].sort_values(["end_time", "run_id"])
-    # Keyless runs (not the orchestrator's) cannot be duplicates of one another: keep them all.
+    # Keyless runs (not raysweep's) cannot be duplicates of one another: keep them all.
     df = pd.concat([keyed.drop_duplicates("key", keep="last"), df[df["key"].isna()]])
     return _type_columns(df.sort_values("run_id").reset_index(drop=True))
 
@@ -166,12 +124,9 @@ def count_unfinished(
 ) -> dict[str, int]:
     """Number of the sweep's job runs at ``stage`` per non-FINISHED status (RUNNING, FAILED...)."""
     client = MlflowClient(tracking_uri)
-    experiment_id = _experiment_id(client, sweep)
+    unfinished = job_filter(stage, sweep=sweep, status="!= 'FINISHED'")
     counts: dict[str, int] = {}
-    if experiment_id is None:
-        return counts
-    status = "attributes.status != 'FINISHED'"
-    for run in _iter_runs(client, experiment_id, _job_filter(sweep, stage, status), page_size):
+    for run in iter_runs(client, sweep_experiment(client, sweep), unfinished, page_size):
         counts[run.info.status] = counts.get(run.info.status, 0) + 1
     return dict(sorted(counts.items()))
 

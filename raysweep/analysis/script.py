@@ -17,6 +17,7 @@ from pathlib import Path
 from raysweep.analysis.families import Family
 from raysweep.analysis.results import NothingToAnalyze
 from raysweep.analysis.sweepdata import NotSupported, SweepData
+from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
 
 
 def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -38,17 +39,12 @@ def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespa
 
 def resolve(args: argparse.Namespace) -> tuple[str, Path]:
     """The tracking URI and output folder for ``args``, read from the sweep folder if needed."""
-    from raysweep.sweepdir import SweepDir, resolve_root
-
     sweep = SweepDir(resolve_root(args.root), args.sweep)
-    uri = args.tracking_uri or sweep.read_state()["tracking_uri"]
-    return uri, args.out or sweep.report_dir
+    return sweep.tracking_uri(args.tracking_uri), args.out or sweep.report_dir
 
 
 def family_main(family: Family, description: str, argv: Sequence[str] | None = None) -> int:
     """Run ``family`` on the sweep named in ``argv``; print the paths; 0, or 2 on a user error."""
-    from raysweep.sweepdir import SweepDirError
-
     args = parse_args(description, argv)
     try:
         uri, out = resolve(args)

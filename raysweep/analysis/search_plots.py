@@ -1,6 +1,6 @@
 """Figure family ``search_plots``: Optuna's optimisation history and importances per group.
 
-The search stage (:mod:`raysweep.search_stage`) logs each finished trial as a run with
+The search stage (:mod:`raysweep.driver.studies`) logs each finished trial as a run with
 ``raysweep.stage=search``, its group (``search_group``), its values (``search.<param>``), its
 score (``search/value``, the validation accuracy Optuna was told) and, in its ``config``
 param, the group's search space. Per group this family rebuilds the study in memory
@@ -26,7 +26,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from raysweep.analysis.results import sweep_runs
-from raysweep.analysis.sweepdata import NotSupported, Section, SweepData
+from raysweep.analysis.sweepdata import (
+    NotSupported,
+    Section,
+    SweepData,
+    figure_links,
+    file_links,
+)
+from raysweep.schema import search_param
 
 if TYPE_CHECKING:
     import optuna
@@ -70,7 +77,7 @@ def rebuild_study(runs: pd.DataFrame) -> optuna.Study:
     dists = distributions(space)
     study = optuna.create_study(direction="maximize")
     for _, row in runs.sort_values("search_trial_number").iterrows():
-        params = {name: param_value(row[f"search.{name}"], d) for name, d in dists.items()}
+        params = {name: param_value(row[search_param(name)], d) for name, d in dists.items()}
         study.add_trial(
             optuna.trial.create_trial(params=params, distributions=dists, value=float(row[SCORE]))
         )
@@ -120,7 +127,8 @@ def search_runs(data: SweepData) -> pd.DataFrame:
     if runs.empty or any(c not in runs.columns for c in needed):
         raise NotSupported("search plots: the sweep has no finished search trials")
     runs = runs.dropna(subset=needed).copy()
-    runs["search_trial_number"] = pd.to_numeric(runs["search.optuna_trial"], errors="coerce")
+    trial = runs[search_param("optuna_trial")]
+    runs["search_trial_number"] = pd.to_numeric(trial, errors="coerce")
     return runs
 
 
@@ -150,7 +158,6 @@ def search_plots(data: SweepData, out_dir: Path) -> Section:
     pd.DataFrame(weights_rows, columns=["group", "param", "importance"]).to_csv(
         weights_csv, index=False
     )
-    from raysweep.analysis.families import figure_links, file_links
 
     paths = [trials_csv, weights_csv, *figures]
     body = (

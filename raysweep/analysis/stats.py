@@ -17,7 +17,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import stats as scipy_stats
 
-from raysweep.spec import TERZI_MODES
+from raysweep.models.names import FINETUNE_MODES
+from raysweep.schema import ALL_IMAGES
 
 PAIR_ON: tuple[str, ...] = ("target", "subset_size", "seed", "blocks")
 # Grid dimensions that must also match when present: a delta across epochs is not a delta, and
@@ -29,7 +30,7 @@ NATURAL = "natural"
 def subset_order(subset_size: object) -> float:
     """Sort key for subset sizes: numbers ascending, then ``"all"`` (the whole training set)."""
     text = str(subset_size)
-    return math.inf if text == "all" else float(text)
+    return math.inf if text == ALL_IMAGES else float(text)
 
 
 def blocks_order(blocks: object) -> tuple[int, float, str]:
@@ -40,8 +41,8 @@ def blocks_order(blocks: object) -> tuple[int, float, str]:
         return (0, float(text), "")
     except ValueError:
         pass
-    if text in TERZI_MODES:
-        return (1, float(TERZI_MODES.index(text)), "")
+    if text in FINETUNE_MODES:
+        return (1, float(FINETUNE_MODES.index(text)), "")
     return (2, 0.0, text)
 
 

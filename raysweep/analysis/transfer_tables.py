@@ -36,7 +36,7 @@ from raysweep.analysis.sweepdata import (
     require_columns,
 )
 from raysweep.analysis.tables import MISSING, format_cell, markdown_table
-from raysweep.spec import TERZI_MODES
+from raysweep.models.names import FINETUNE_MODES
 
 CELL = ["source", "target", "subset_size", "blocks"]
 ROWS = ("Rob", "St", "Δ")
@@ -96,7 +96,9 @@ def _pair_rows(
 
 def mode_label(blocks: str) -> str:
     """``3`` stays ``3``; Terzi's modes read ``head_bn (mode 0)``, as in their tables."""
-    return f"{blocks} (mode {TERZI_MODES.index(blocks)})" if blocks in TERZI_MODES else blocks
+    if blocks in FINETUNE_MODES:
+        return f"{blocks} (mode {FINETUNE_MODES.index(blocks)})"
+    return blocks
 
 
 Cell = tuple[float, float, int]

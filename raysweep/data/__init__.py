@@ -12,18 +12,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raysweep.data.info import ArrayDataset, DatasetInfo
+from raysweep.data.info import AUGMENTATIONS, ArrayDataset, DatasetInfo
 from raysweep.data.registry import dataset_info, dataset_names, load_dataset
 from raysweep.lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from raysweep.data.subsets import sample_subset
-    from raysweep.data.transforms import AUGMENTATIONS, augment_batch, to_model_input
+    from raysweep.data.cache import cached_dataset
+    from raysweep.data.subsets import draw_images, sample_subset, validation_split
+    from raysweep.data.transforms import augment_batch, to_model_input
 
 # public name -> submodule defining it
 _LAZY: dict[str, str] = {
+    "cached_dataset": "cache",
+    "draw_images": "subsets",
     "sample_subset": "subsets",
-    "AUGMENTATIONS": "transforms",
+    "validation_split": "subsets",
     "augment_batch": "transforms",
     "to_model_input": "transforms",
 }
@@ -36,9 +39,12 @@ __all__ = [
     "ArrayDataset",
     "DatasetInfo",
     "augment_batch",
+    "cached_dataset",
     "dataset_info",
     "dataset_names",
+    "draw_images",
     "load_dataset",
     "sample_subset",
     "to_model_input",
+    "validation_split",
 ]

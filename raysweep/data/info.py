@@ -15,6 +15,10 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+#: Train-time batch augmentations (:func:`raysweep.data.transforms.augment_batch`); specs
+#: validate ``augment:`` against them without torch.
+AUGMENTATIONS: tuple[str, ...] = ("none", "flip_crop", "crop_rotate")
+
 
 @dataclass(frozen=True)
 class DatasetInfo:

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "flip_crop", "crop_rotate")
+from raysweep.data.info import AUGMENTATIONS
 
 # Standard CIFAR augmentation pads 4 pixels of zeros before the random 32x32 crop.
 CROP_PADDING = 4

@@ -1,5 +1,9 @@
 """Information measures and dataset distance (Terzi et al. 2021, the CCKL paper, Utrera et al.
-2021): pure functions, tensors in and numbers/arrays out, no Ray or MLflow."""
+2021): pure functions, tensors in and numbers/arrays out, no Ray or MLflow.
+
+Sweeps reach them through the probe table (:mod:`raysweep.probes.table`), which names each
+probe, the paper it follows and the runner that calls these functions.
+"""
 
 from raysweep.measures.distance import (
     class_mean_features,
@@ -25,7 +29,6 @@ from raysweep.measures.inversion import (
     logvar_noise_variances,
     variational_invert,
 )
-from raysweep.measures.registry import describe_measures, get_measure, measure_names
 from raysweep.measures.tsne import plot_tsne, tsne_embedding
 
 __all__ = [
@@ -34,20 +37,17 @@ __all__ = [
     "cckl_pairs",
     "class_mean_features",
     "dataset_distance",
-    "describe_measures",
     "diagonal_fisher",
     "domain_similarity",
     "effective_images",
     "emd_distance",
     "fisher_noise_variances",
     "g1_g2",
-    "get_measure",
     "image_grid",
     "influence_matrix",
     "input_fisher_stats",
     "invert",
     "logvar_noise_variances",
-    "measure_names",
     "plot_tsne",
     "relative_error_vs_eps",
     "top_k_label_match",

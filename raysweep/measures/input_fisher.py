@@ -22,8 +22,7 @@ from torch import Tensor, nn
 from torch.func import jacrev, jvp, vmap
 
 from raysweep.measures._util import check_positive_int, frozen
-
-NORMS = ("l2", "linf")
+from raysweep.train.names import NORMS
 
 
 def class_gradients(model: nn.Module, x: Tensor, *, chunk_size: int = 16) -> tuple[Tensor, Tensor]:

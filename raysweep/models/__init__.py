@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from raysweep.lazy import lazy_attributes
-from raysweep.models.names import architecture_names
+from raysweep.models.names import FINETUNE_MODES, HEAD_INITS, architecture_names
 
 if TYPE_CHECKING:
     from raysweep.models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
     from raysweep.models.freeze import (
-        FINETUNE_MODES,
         configure_trainable,
         frozen_prefix_length,
         replace_head,
@@ -30,7 +29,6 @@ _LAZY: dict[str, str] = {
     "CheckpointError": "checkpoints",
     "load_checkpoint": "checkpoints",
     "save_checkpoint": "checkpoints",
-    "FINETUNE_MODES": "freeze",
     "configure_trainable": "freeze",
     "frozen_prefix_length": "freeze",
     "replace_head": "freeze",
@@ -47,6 +45,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 __all__ = [
     "FINETUNE_MODES",
     "CheckpointError",
+    "HEAD_INITS",
     "Normalize",
     "TransferNet",
     "architecture_names",

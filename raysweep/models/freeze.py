@@ -16,10 +16,9 @@ import math
 import torch
 from torch import nn
 
+from raysweep.models.names import FINETUNE_MODES, HEAD_INITS
 from raysweep.models.net import TransferNet
 
-FINETUNE_MODES: tuple[str, ...] = ("head_bn", "all_bn", "full")
-HEAD_INITS: tuple[str, ...] = ("normal", "default")
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 

@@ -1,4 +1,5 @@
-"""Architecture names, torch-free: the driver validates specs against them without torch.
+"""Architecture names and fine-tuning options, torch-free: the driver validates specs against
+them without torch.
 
 :mod:`raysweep.models.registry` maps each name to its builder and checks at import that the
 two tables agree, so a new architecture cannot be buildable yet rejected by spec validation
@@ -20,6 +21,12 @@ ARCHITECTURE_NAMES: tuple[str, ...] = (
     "vgg13_half_linear",
     "vgg13_pure_linear",
 )
+
+#: Terzi et al. (AAAI 2021, App. C) transfer modes 0, 1, 2, named for what is trained
+#: (:mod:`raysweep.models.freeze`).
+FINETUNE_MODES: tuple[str, ...] = ("head_bn", "all_bn", "full")
+#: How a new head is initialised (:func:`raysweep.models.freeze.replace_head`).
+HEAD_INITS: tuple[str, ...] = ("normal", "default")
 
 
 def architecture_names() -> list[str]:

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NORMS: tuple[str, ...] = ("l2", "linf")
+from raysweep.train.names import NORMS
+
 OBJECTIVES: tuple[str, ...] = ("ce", "cw")
 _TINY = 1e-12
 

@@ -233,10 +233,10 @@ def finetune(
     prefix cannot be used). Deterministic given ``seed``: shuffling and augmentation draw from
     one generator; the attack's random starts from its own, seeded by ``seed`` at every
     evaluation, so adding an attack changes no training metric. ``label_smoothing`` ε trains
-    on (1 − ε)·onehot(y) + ε/K (a tunable of the search, raysweep.search); evaluation is plain.
+    on (1 − ε)·onehot(y) + ε/K (a tunable of the search, raysweep.spec.search); evaluation is plain.
 
     ``cached_inputs`` = (train, test) outputs of the frozen prefix ``stages()[:k]`` computed
-    elsewhere (:mod:`raysweep.features`), each None to compute it here. They are only valid
+    elsewhere (:mod:`raysweep.worker.features`), each None to compute it here. They are only valid
     when that prefix is deterministic and, for train, there is no augmentation: else ValueError.
     """
     evals = _check_eval_epochs(eval_epochs, schedule.epochs)

@@ -1,0 +1,86 @@
+"""What every stage of a launch is handed: one frozen :class:`StageContext`, and the
+:class:`Outcome` the stages fill in.
+
+A stage function takes ``(ctx, jobs)`` and nothing else positional: the plan, the MLflow
+tracker, the worker context, the sweep folder, the outcome and the line writer travel together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raysweep.driver.progress import Write
+from raysweep.driver.tracker import SweepTracker
+from raysweep.plan import STAGES, Plan
+from raysweep.protocol import WorkerContext
+from raysweep.spec import SweepSpec
+from raysweep.sweepdir import SweepDir
+
+#: Trials per Tuner: Tune's driver rewrites every trial at each snapshot (REFERENCE.md).
+TRIALS_PER_EXPERIMENT = 1000
+
+
+@dataclass
+class Outcome:
+    """What a launch did, per stage: run now, skipped as already done, failed."""
+
+    sweep: str
+    tracking_uri: str
+    ran: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+    report: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.failed.values())
+
+    def start(self, stage: str) -> None:
+        """A stage begins: nothing ran or failed in it yet."""
+        self.ran[stage], self.failed[stage] = 0, []
+
+    def summary(self, stages: Sequence[str] = STAGES) -> str:
+        """One line per stage: ran, skipped as done, failed."""
+        lines = []
+        for stage in stages:
+            if stage == "search" and stage not in self.skipped:
+                continue  # grid-only sweeps have no search stage
+            failed = self.failed.get(stage, [])
+            lines.append(
+                f"  {stage:<9} ran {self.ran.get(stage, 0):>6}  skipped (done) "
+                f"{self.skipped.get(stage, 0):>6}  failed {len(failed):>4}"
+            )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage needs besides its jobs."""
+
+    plan: Plan
+    tracker: SweepTracker
+    worker: WorkerContext
+    sweep: SweepDir
+    outcome: Outcome
+    write: Write
+
+    @property
+    def spec(self) -> SweepSpec:
+        return self.plan.spec
+
+
+def worker_context(spec: SweepSpec, sweep: SweepDir) -> WorkerContext:
+    """The worker context of a sweep: its store, data, threads per trial, GPU switches."""
+    return WorkerContext(
+        store_root=str(sweep.store.root),
+        data_root=spec.data_root,
+        download=spec.download,
+        threads=max(1, math.floor(spec.resources.cpu)),
+        trials_root=str(sweep.trials_dir),
+        gpu=spec.resources.gpu > 0,
+        bf16=spec.resources.bf16,
+        channels_last=spec.resources.channels_last,
+    )

@@ -1,0 +1,148 @@
+"""``raysweep launch`` / ``resume``: the stage graph on Ray, skip-if-done.
+
+    pretrain (Ray tasks) → probe (Ray tasks) → search (Tune + Optuna) → finetune (Tune) → report
+
+MLflow is the ledger: a job whose key has a FINISHED run is skipped, so launching the same spec
+again, or resuming after a crash, only does what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from raysweep.driver.cluster import check_cluster_reachable, ensure_ray
+from raysweep.driver.context import Outcome, StageContext, worker_context
+from raysweep.driver.finetune import run_finetune_stage
+from raysweep.driver.pretrain import run_pretrain_stage
+from raysweep.driver.probe import run_probe_stage
+from raysweep.driver.progress import Write
+from raysweep.driver.report import report_sweep
+from raysweep.driver.search import run_search_stage, with_search_values
+from raysweep.driver.shared_root import check_shared_root
+from raysweep.driver.tracker import SweepTracker
+from raysweep.plan import Job, Plan, make_plan
+from raysweep.schema import check_reachable
+from raysweep.spec import load_spec
+from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
+
+# Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records (REFERENCE.md).
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def check_same_plan(sweep: SweepDir, plan: Plan, extend: bool) -> None:
+    """Relaunching a name with another spec would mix two sweeps in one record: refuse."""
+    if not sweep.spec_copy.is_file():
+        return
+    old = make_plan(load_spec(sweep.spec_copy))
+    added, removed = plan.keys() - old.keys(), old.keys() - plan.keys()
+    if removed or (added and not extend):
+        raise SweepDirError(
+            f"sweep '{sweep.name}' exists with a different spec ({len(added)} jobs added, "
+            f"{len(removed)} removed vs {sweep.spec_copy}); use another --name"
+            + ("" if removed else ", or --extend to add the new jobs")
+        )
+
+
+def prepare_sweep(
+    spec_path: Path, plan: Plan, sweep: SweepDir, tracking_uri: str | None, extend: bool
+) -> SweepTracker:
+    """The sweep folder with its spec copy and ``sweep.json``, and its MLflow parent run."""
+    if sweep.exists():
+        check_same_plan(sweep, plan, extend)
+    uri = sweep.tracking_uri(tracking_uri, new=True)
+    check_reachable(uri)
+    sweep.create()
+    if Path(spec_path).resolve() != sweep.spec_copy.resolve():
+        shutil.copyfile(spec_path, sweep.spec_copy)
+    artifact_root = sweep.artifact_root if uri.startswith("sqlite") else None
+    tracker = SweepTracker(uri, sweep.name, artifact_root)
+    parent = tracker.open_parent(sweep.spec_copy)
+    sweep.write_state({"name": sweep.name, "tracking_uri": uri, "parent_run_id": parent})
+    return tracker
+
+
+def pending_jobs(
+    plan: Plan, tracker: SweepTracker, outcome: Outcome, retry_failed: bool
+) -> dict[str, list[Job]]:
+    """Per stage, the jobs without a FINISHED run (nor a FAILED one, unless retried); their
+    stale runs are retired so that each job ends with exactly one run."""
+    finished = tracker.keys_with_status("FINISHED")
+    failed = set() if retry_failed else tracker.keys_with_status("FAILED")
+    pending = {
+        stage: [job for job in jobs if job.key not in finished and job.key not in failed]
+        for stage, jobs in plan.jobs.items()
+    }
+    tracker.retire_unfinished({job.key for jobs in pending.values() for job in jobs})
+    for stage, jobs in plan.jobs.items():
+        outcome.skipped[stage] = len(jobs) - len(pending[stage])
+    return pending
+
+
+def run_stages(ctx: StageContext, pending: dict[str, list[Job]]) -> None:
+    """Each stage on the jobs whose sources are ready, in data-flow order."""
+    sources = run_pretrain_stage(ctx, pending["pretrain"])
+    run_probe_stage(ctx, [job for job in pending["probe"] if job.config["source_key"] in sources])
+    ready = [job for job in pending["finetune"] if job.config["source_key"] in sources]
+    if ctx.spec.search is not None:  # each group's best values go into its grid jobs
+        best = run_search_stage(ctx, pending["search"], sources)
+        ready = with_search_values(ready, best, ctx.write)
+    run_finetune_stage(ctx, ready)
+
+
+def launch(
+    spec_path: str | Path,
+    *,
+    name: str | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    root: str | Path | None = None,
+    retry_failed: bool = False,
+    extend: bool = False,
+    write: Write = print,
+) -> Outcome:
+    """Run every job of the spec that has no FINISHED run yet; return what happened."""
+    spec = load_spec(spec_path)
+    plan = make_plan(spec)
+    check_cluster_reachable(address)
+    sweep = SweepDir(resolve_root(root), name or spec.name)
+    if address:  # attach first: every node must see the root before anything is recorded
+        ensure_ray(address)
+        check_shared_root(sweep.root)
+    tracker = prepare_sweep(Path(spec_path), plan, sweep, tracking_uri, extend)
+    outcome = Outcome(sweep=sweep.name, tracking_uri=tracker.uri)
+    pending = pending_jobs(plan, tracker, outcome, retry_failed)
+    write(f"sweep '{sweep.name}': {sweep.path}  (tracking: {tracker.uri})")
+    ensure_ray(address)
+    ctx = StageContext(plan, tracker, worker_context(spec, sweep), sweep, outcome, write)
+    try:
+        run_stages(ctx, pending)
+    except KeyboardInterrupt:
+        tracker.finish_parent("KILLED")
+        raise
+    outcome.report = report_sweep(tracker, sweep, write)
+    tracker.finish_parent("FINISHED" if outcome.ok else "FAILED")
+    return outcome
+
+
+def resume(
+    name: str,
+    *,
+    address: str | None = None,
+    root: str | Path | None = None,
+    retry_failed: bool = False,
+    write: Write = print,
+) -> Outcome:
+    """Finish a launched sweep from the spec copy in its folder, on its own tracking store."""
+    sweep = SweepDir(resolve_root(root), name)
+    return launch(
+        sweep.spec_copy,
+        name=name,
+        address=address,
+        tracking_uri=sweep.tracking_uri(),
+        root=root,
+        retry_failed=retry_failed,
+        write=write,
+    )

@@ -1,0 +1,79 @@
+"""The pretrain stage on the driver: each source trained or imported by one Ray task, recorded
+as its run (with one step per training epoch)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from raysweep.driver.cluster import largest_node_cpus, total_cpus
+from raysweep.driver.context import StageContext
+from raysweep.driver.entrypoints import pretrain_task
+from raysweep.driver.scheduling import collect_tasks
+from raysweep.driver.tracker import SweepTracker
+from raysweep.plan import Job
+from raysweep.protocol import HOST_KEY, NODE_KEY
+from raysweep.schema import REUSED_TAG
+
+
+def record_pretrain(tracker: SweepTracker, job: Job, record: dict[str, Any]) -> None:
+    """Log a source's training history on its run, one step per epoch."""
+    run_id = tracker.start_job(job)
+    if NODE_KEY in record:
+        tracker.tag_node(run_id, record[NODE_KEY], record[HOST_KEY])
+    for row in record.get("history", []):
+        metrics = {k: v for k, v in row.items() if k != "epoch"}
+        tracker.log_metrics(run_id, metrics, step=int(row["epoch"]))
+    tracker.client.set_tag(run_id, REUSED_TAG, str(record["reused"]).lower())
+    tracker.log_metrics(run_id, {"time/seconds": float(record.get("seconds", 0.0))}, step=0)
+    tracker.end_job(run_id)
+
+
+def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
+    """Train (or load) each pending source as a Ray task; return the keys of usable sources.
+
+    A source whose MLflow run is FINISHED is still checked against the store: if its checkpoint
+    is missing (a new --root), the task rebuilds it without recording a second run.
+    """
+    import ray
+
+    sources = ctx.plan.jobs["pretrain"]
+    pending_keys = {job.key for job in pending}
+    stored = {job.key for job in sources if ctx.worker.store.read_record(job.key) is not None}
+    to_run = sorted(
+        (job for job in sources if job.key in pending_keys or job.key not in stored),
+        key=attack_cost,
+        reverse=True,
+    )
+    ready = {job.key for job in sources} - {job.key for job in to_run}
+    ctx.outcome.start("pretrain")
+    if not to_run:
+        return ready
+    cpus = max(1, min(largest_node_cpus(), total_cpus() // len(to_run)))
+    task = ray.remote(pretrain_task).options(num_cpus=cpus, max_retries=2)
+    context = replace(ctx.worker, threads=cpus)
+    refs = {task.remote(job.key, job.config, context): job for job in to_run}
+    reused = sum(job.key in stored for job in to_run)
+    reuse = f" ({reused} already in the store: recorded, not retrained)" if reused else ""
+    ctx.write(
+        f"[pretrain] {len(to_run)} source(s) as Ray tasks, {cpus} CPU each{reuse}: "
+        + ", ".join(job.name for job in to_run)
+    )
+
+    def on_result(job: Job, record: dict[str, Any]) -> None:
+        if job.key in pending_keys:
+            record_pretrain(ctx.tracker, job, record)
+            ctx.outcome.ran["pretrain"] += 1
+        ready.add(job.key)
+
+    for job, reason in collect_tasks("pretrain", refs, on_result, ctx.write):
+        if job.key in pending_keys:
+            ctx.tracker.end_job(ctx.tracker.start_job(job), error=reason)
+        ctx.outcome.failed["pretrain"].append(f"{job.name}: {reason}")
+    return ready
+
+
+def attack_cost(job: Job) -> int:
+    """Forward-backward passes per batch: adversarial sources go first, they take longest."""
+    attack = job.config["training"].get("attack")
+    return 1 + (attack["steps"] if attack else 0)

@@ -1,0 +1,86 @@
+"""The probe stage on the driver: information measures of each source as Ray tasks.
+
+Each probe job gets its own run (stage ``probe``, so it is skipped once FINISHED), and its
+scalar results are also logged on the run of the source it measures, where they are compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from raysweep.driver.context import StageContext
+from raysweep.driver.entrypoints import probe_task
+from raysweep.driver.scheduling import collect_tasks
+from raysweep.driver.tracker import SweepTracker
+from raysweep.plan import Job, Plan
+from raysweep.protocol import HOST_KEY, NODE_KEY
+from raysweep.schema import KEY_TAG
+
+
+def source_description(plan: Plan) -> dict[str, dict[str, Any]]:
+    """What a probe needs to know about each source, by source key."""
+    return {
+        job.key: {
+            "name": job.config["source"],
+            "architecture": job.config["architecture"],
+            "dataset": job.config["dataset"],
+            "training": job.config["training"],
+        }
+        for job in plan.jobs["pretrain"]
+    }
+
+
+def source_run_ids(tracker: SweepTracker, keys: set[str]) -> dict[str, str]:
+    runs = tracker.job_runs("pretrain", statuses=("FINISHED",))
+    return {r.data.tags[KEY_TAG]: r.info.run_id for r in runs if r.data.tags[KEY_TAG] in keys}
+
+
+def record_probe(
+    tracker: SweepTracker, job: Job, result: dict[str, Any], source_run: str | None
+) -> None:
+    run_id = tracker.start_job(job)
+    if NODE_KEY in result:
+        tracker.tag_node(run_id, result[NODE_KEY], result.get(HOST_KEY, ""))
+    tracker.log_metrics(run_id, result.get("metrics", {}), step=0)
+    for name, points in result.get("series", {}).items():
+        for step, value in points:
+            tracker.log_metrics(run_id, {name: value}, step=int(step))
+    for path in result.get("artifacts", []):
+        tracker.client.log_artifact(
+            run_id, path, artifact_path=f"probe/{job.config['probe']['name']}"
+        )
+    tracker.end_job(run_id)
+    if source_run is not None:
+        target = job.config.get("target")
+        suffix = f"/{target}" if target else ""
+        metrics = {f"{name}{suffix}": v for name, v in result.get("metrics", {}).items()}
+        tracker.log_metrics(source_run, metrics, step=0)
+
+
+def run_probe_stage(ctx: StageContext, pending: list[Job]) -> None:
+    """Run each pending probe on its (ready) source as a one-CPU Ray task; record each result."""
+    import ray
+
+    ctx.outcome.start("probe")
+    if not pending:
+        return
+    sources = source_description(ctx.plan)
+    source_runs = source_run_ids(ctx.tracker, {job.config["source_key"] for job in pending})
+    context = replace(ctx.worker, threads=1)
+    task = ray.remote(probe_task).options(num_cpus=1, max_retries=1)
+    refs = {}
+    for job in pending:
+        out_dir = ctx.sweep.probe_dir(job.key)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ref = task.remote(job.config, sources[job.config["source_key"]], context, str(out_dir))
+        refs[ref] = job
+    ctx.write(f"[probe] {len(refs)} probe(s) as Ray tasks, 1 CPU each")
+
+    def on_result(job: Job, result: dict[str, Any]) -> None:
+        record_probe(ctx.tracker, job, result, source_runs.get(job.config["source_key"]))
+        ctx.outcome.ran["probe"] += 1
+
+    for job, reason in collect_tasks("probe", refs, on_result, ctx.write):
+        ctx.tracker.end_job(ctx.tracker.start_job(job), error=reason)
+        ctx.outcome.failed["probe"].append(f"{job.name}: {reason}")

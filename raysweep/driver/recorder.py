@@ -1,0 +1,153 @@
+"""A Ray Tune callback that records each fine-tune job as its MLflow run, on the driver.
+
+A trial is one job, or a packed bundle of jobs (:func:`raysweep.driver.packing.bundle_jobs`)
+whose results name their job (``JOB_KEY``), its end (``DONE_KEY``) and the next job's start
+(``START_KEY``), see :func:`raysweep.worker.finetune.run_bundle`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raysweep.driver.progress import Progress
+from raysweep.driver.tracker import SweepTracker
+from raysweep.plan import Job
+from raysweep.protocol import DONE_KEY, ERROR_KEY, HOST_KEY, JOB_KEY, NODE_KEY, START_KEY
+from raysweep.schema import METRIC_PREFIXES
+from raysweep.store import Store
+
+
+def reported_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The job's own metrics in a Tune result (Tune adds its bookkeeping beside them)."""
+    metrics = {
+        k: float(v)
+        for k, v in result.items()
+        if k.startswith(METRIC_PREFIXES) and isinstance(v, int | float)
+    }
+    if "n_train" in result:
+        metrics["n_train"] = float(result["n_train"])
+    return metrics
+
+
+def error_text(trial: Any) -> str:
+    """First line of the exception a trial died with, as stored by Tune."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).is_file():
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+        if lines:
+            return lines[-1][:500]
+    return "trial failed without an error message; see the Tune logs in the sweep folder"
+
+
+class JobRecorder(tune.Callback):
+    """Creates a job's run when it starts, logs each report at step = epoch, closes the run.
+
+    Unpacked trial: start / end of the trial. Packed trial: the results naming the job's start
+    and end;
+    if the bundle dies for good, its jobs not closed yet fail with the trial's error.
+    """
+
+    def __init__(
+        self, tracker: SweepTracker, jobs: dict[str, Job], store: Store, progress: Progress
+    ) -> None:
+        self.tracker = tracker
+        self.jobs = jobs
+        self.store = store
+        self.progress = progress
+        self.run_ids: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+        self.failures: dict[str, str] = {}
+        self.finished: set[str] = set()
+        #: Last epoch logged per job: a trial that Tune restarts (its node died) reports its
+        #: early epochs again, and those must not be logged twice.
+        self.last_epoch: dict[str, int] = {}
+        #: Node each job's run is tagged with: tagged again only when a retry moved the trial.
+        self.nodes: dict[str, str] = {}
+
+    @staticmethod
+    def keys_of(trial: Any) -> list[str]:
+        """The job keys a trial runs: its own, or its bundle's."""
+        if "bundle" in trial.config:
+            return [job["key"] for job in trial.config["bundle"]["jobs"]]
+        return [trial.config["job"]["key"]]
+
+    def run_of(self, key: str) -> str:
+        if key not in self.run_ids:
+            self.run_ids[key] = self.tracker.start_job(self.jobs[key])
+        return self.run_ids[key]
+
+    def open_jobs(self, trial: Any) -> list[str]:
+        return [k for k in self.keys_of(trial) if k not in self.finished and k not in self.failures]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if "bundle" not in trial.config:  # a bundle's jobs start on their START_KEY result
+            self.run_of(self.keys_of(trial)[0])
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        key = result.get(JOB_KEY)
+        if key is not None or "bundle" not in trial.config:
+            key = str(key or self.keys_of(trial)[0])
+            self.record(key, result)
+            if result.get(DONE_KEY):
+                self.close(key)
+        if result.get(START_KEY):
+            starting = str(result[START_KEY])
+            self.tag_node(self.run_of(starting), starting, result)
+
+    def record(self, key: str, result: dict[str, Any]) -> None:
+        """Log one result of a job: its error, or its metrics at step = epoch (once per epoch)."""
+        run_id = self.run_of(key)
+        self.tag_node(run_id, key, result)
+        if ERROR_KEY in result:
+            self.errors[key] = str(result[ERROR_KEY])
+            return
+        metrics, epoch = reported_metrics(result), int(result.get("epoch", 0))
+        if not metrics or epoch <= self.last_epoch.get(key, 0):
+            return
+        self.last_epoch[key] = epoch
+        self.tracker.log_metrics(run_id, metrics, step=epoch)
+
+    def tag_node(self, run_id: str, key: str, result: dict[str, Any]) -> None:
+        node = result.get(NODE_KEY)
+        if node is not None and self.nodes.get(key) != node:
+            self.tracker.tag_node(run_id, str(node), str(result.get(HOST_KEY, "")))
+            self.nodes[key] = node
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if "bundle" not in trial.config:
+            self.close(self.keys_of(trial)[0])
+            return
+        for key in self.open_jobs(trial):  # a bundle ends only after every job's "done"
+            self.fail(key, "its bundle ended without running it; relaunch to retry")
+
+    def close(self, key: str) -> None:
+        """End a job's run: FINISHED, or FAILED with the error it reported."""
+        if key in self.finished or key in self.failures:
+            return
+        run_id = self.run_of(key)
+        job = self.jobs[key].config
+        subset = self.store.subset(job["target"], job["subset_size"], job["seed"])
+        if subset.is_file():
+            self.tracker.client.log_artifact(run_id, str(subset), artifact_path="subset")
+        error = self.errors.pop(key, None)
+        self.tracker.end_job(run_id, error=error)
+        if error is None:
+            self.finished.add(key)
+        else:
+            self.failures[key] = error
+        self.progress.tick(failed=error is not None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = error_text(trial)
+        for key in self.open_jobs(trial):
+            self.fail(key, error)
+
+    def fail(self, key: str, error: str) -> None:
+        self.failures[key] = error
+        self.tracker.end_job(self.run_of(key), error=error)
+        self.progress.tick(failed=True)

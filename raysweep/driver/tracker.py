@@ -1,0 +1,185 @@
+"""The MLflow writer of a sweep: its experiment, parent run and one child run per job.
+
+The driver is the only process that writes to MLflow (Ray workers report to it), so a SQLite
+file is safe and a crash can never leave two writers disagreeing. The names it writes are those
+of :mod:`raysweep.schema`; a FINISHED run means the job is done and is never run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.tracking import MlflowClient
+
+from raysweep.plan import Job
+from raysweep.schema import (
+    CONFIG_PARAM,
+    CONFIG_PARAM_LIMIT,
+    ERROR_TAG,
+    ERROR_TAG_LIMIT,
+    GIT_SHA_TAG,
+    HOST_TAG,
+    JOB_ROLE,
+    KEY_TAG,
+    NODE_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    RUN_NAME_TAG,
+    STAGE_TAG,
+    SWEEP_ROLE,
+    SWEEP_TAG,
+    VERSION_TAG_PREFIX,
+    check_reachable,
+    experiment_name,
+    iter_runs,
+    job_filter,
+)
+
+PACKAGES = ("raysweep", "ray", "torch", "torchvision", "mlflow", "optuna", "numpy", "pot")
+#: MLflow caps one log_batch call at 1,000 metrics.
+BATCH_LIMIT = 1000
+
+# With an HTTP tracking URI, MLflow prints two "View run … at" lines for every run it closes (and
+# fetches the run to do so): thousands of jobs would bury the progress lines.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_sha() -> str:
+    """The commit of the raysweep checkout that runs, or 'unknown' outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class SweepTracker:
+    """The MLflow side of one sweep."""
+
+    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None) -> None:
+        check_reachable(tracking_uri)
+        self.uri = tracking_uri
+        self.sweep = sweep
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = self._experiment(artifact_root)
+        self.parent_id: str | None = None
+
+    def _experiment(self, artifact_root: Path | None) -> str:
+        name = experiment_name(self.sweep)
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        location = artifact_root.resolve().as_uri() if artifact_root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def runs(self, filter_string: str, statuses: Iterable[str] | None = None) -> list[Run]:
+        """All active runs of this sweep's experiment matching the filter (paginated)."""
+        found = list(iter_runs(self.client, [self.experiment_id], filter_string, page_size=5000))
+        if statuses is not None:
+            wanted = set(statuses)
+            found = [run for run in found if run.info.status in wanted]
+        return found
+
+    def job_runs(
+        self, stage: str | None = None, statuses: Iterable[str] | None = None
+    ) -> list[Run]:
+        """The sweep's job runs (of one stage, with one of ``statuses``, if given)."""
+        return self.runs(job_filter(stage), statuses)
+
+    def open_parent(self, spec_path: Path) -> str:
+        """Reuse the sweep's parent run or create it, with spec, git SHA and versions."""
+        existing = self.runs(f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
+        if existing:
+            self.parent_id = existing[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+        else:
+            tags = {SWEEP_TAG: self.sweep, ROLE_TAG: SWEEP_ROLE, RUN_NAME_TAG: self.sweep}
+            run = self.client.create_run(self.experiment_id, tags=tags)
+            self.parent_id = run.info.run_id
+        versions = package_versions()
+        tags = {GIT_SHA_TAG: git_sha(), **{VERSION_TAG_PREFIX + k: v for k, v in versions.items()}}
+        self.client.log_batch(self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_artifact(self.parent_id, str(spec_path), artifact_path="spec")
+        return self.parent_id
+
+    def finish_parent(self, status: str) -> None:
+        if self.parent_id is not None:
+            self.client.set_terminated(self.parent_id, status=status)
+
+    def keys_with_status(self, status: str) -> set[str]:
+        """Keys of the jobs that have a run with ``status`` (FINISHED: done; FAILED: failed)."""
+        runs = self.job_runs(statuses=(status,))
+        return {run.data.tags[KEY_TAG] for run in runs if KEY_TAG in run.data.tags}
+
+    def retire_unfinished(self, keys: set[str]) -> int:
+        """Mark runs of unfinished jobs KILLED and delete them, so each job keeps one run.
+
+        A run left RUNNING by a crashed driver (or FAILED earlier) would otherwise sit beside
+        the run that the retry creates. Deleted runs stay restorable in MLflow's trash.
+        """
+        stale = self.job_runs(statuses=("RUNNING", "SCHEDULED", "FAILED", "KILLED"))
+        retired = 0
+        for run in stale:
+            if run.data.tags.get(KEY_TAG) in keys:
+                if run.info.status in ("RUNNING", "SCHEDULED"):
+                    self.client.set_terminated(run.info.run_id, status="KILLED")
+                self.client.delete_run(run.info.run_id)
+                retired += 1
+        return retired
+
+    def start_job(self, job: Job) -> str:
+        """Create the child run of a job, with every axis as a param and a tag."""
+        assert self.parent_id is not None, "open_parent() first"
+        tags = {
+            **job.axes,
+            PARENT_TAG: self.parent_id,
+            SWEEP_TAG: self.sweep,
+            ROLE_TAG: JOB_ROLE,
+            STAGE_TAG: job.stage,
+            KEY_TAG: job.key,
+            RUN_NAME_TAG: job.name,
+        }
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        params = [Param(k, v) for k, v in job.axes.items()]
+        config = json.dumps(job.config, sort_keys=True)[:CONFIG_PARAM_LIMIT]
+        params.append(Param(CONFIG_PARAM, config))
+        self.client.log_batch(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(batch), BATCH_LIMIT):
+            self.client.log_batch(run_id, metrics=batch[start : start + BATCH_LIMIT])
+
+    def tag_node(self, run_id: str, node_id: str, hostname: str) -> None:
+        """Record where a job ran; workers report it, the driver (sole MLflow writer) tags it."""
+        tags = [RunTag(NODE_TAG, node_id), RunTag(HOST_TAG, hostname)]
+        self.client.log_batch(run_id, tags=tags)
+
+    def end_job(self, run_id: str, error: str | None = None) -> None:
+        if error is not None:
+            self.client.set_tag(run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
+        self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")

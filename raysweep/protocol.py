@@ -1,0 +1,88 @@
+"""What the driver and its Ray workers agree on: the worker context and the result keys.
+
+The driver builds a :class:`WorkerContext` from the spec and the sweep folder and hands it to
+every task and trial; workers answer with plain dicts whose bookkeeping keys are named here.
+Both sides import this module, so it imports neither of them, nor torch (Ray only inside
+:func:`node_identity`, which runs on workers).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from raysweep.store import Store
+
+#: A job failure a worker reports instead of raising (the driver marks the run FAILED).
+ERROR_KEY = "raysweep_error"
+#: Where a job ran, in its result: the driver tags the job's run with them (schema.NODE_TAG).
+NODE_KEY = "raysweep_node"
+HOST_KEY = "raysweep_host"
+#: Keys a packed trial adds to its results: the job whose metrics a result carries, whether
+#: that job ended with it (the driver closes its run), and the key of a job starting now (the
+#: driver opens its run). A job's end and the next one's start share a result: one result per
+#: evaluation, no extra round trips (each ``tune.report`` waits for the driver).
+JOB_KEY = "raysweep_key"
+DONE_KEY = "raysweep_done"
+START_KEY = "raysweep_start"
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What every worker needs besides its job: where data and the store are, how many threads."""
+
+    store_root: str
+    data_root: str | None
+    download: bool
+    threads: int
+    #: Where trials keep their resumable state and attempt logs (the sweep folder's trials/).
+    trials_root: str
+    #: A trial saves its state when this many seconds passed since its last save.
+    checkpoint_every_s: float = 60.0
+    #: resources.gpu > 0: fine-tune on the GPU Ray assigned (CPU if the worker sees none).
+    gpu: bool = False
+    #: resources.bf16 / resources.channels_last (see
+    #: :func:`raysweep.worker.finetune.speed_settings`).
+    bf16: bool = False
+    channels_last: bool = False
+
+    @property
+    def store(self) -> Store:
+        return Store(Path(self.store_root))
+
+    def trial_dir(self, key: str) -> Path:
+        return Path(self.trials_root) / key
+
+
+def node_identity() -> dict[str, str]:
+    """The Ray node id and hostname of this process ("none" outside Ray)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "none"
+    return {NODE_KEY: node, HOST_KEY: socket.gethostname()}
+
+
+#: ``<trials_root>/<key>/done``: a packed job whose run the driver has closed (see mark_done).
+DONE_FILE = "done"
+
+
+def mark_done(folder: Path) -> None:
+    """Mark a packed job done, so a retried bundle skips it.
+
+    Called only after the job's "done" report returned: a function trainable's
+    ``tune.report`` returns once the driver has processed the result (callbacks included) and
+    asked for the next one, so the marker never exists for a job whose run is not yet closed
+    in MLflow within this experiment. A relaunch clears the markers of its pending jobs
+    (:func:`clear_done`), since a killed driver may have died between the two.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DONE_FILE).touch()
+
+
+def is_done(folder: Path) -> bool:
+    return (folder / DONE_FILE).is_file()
+
+
+def clear_done(folder: Path) -> None:
+    (folder / DONE_FILE).unlink(missing_ok=True)

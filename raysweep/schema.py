@@ -1,0 +1,141 @@
+"""The MLflow layout of a sweep, in one place: names the driver writes and analysis reads.
+
+    experiment  raysweep/<sweep>
+    parent run  tags raysweep.sweep, raysweep.role=sweep; the spec, git SHA, package versions
+    child runs  one per job: tags raysweep.sweep, raysweep.role=job, raysweep.stage,
+                raysweep.key (the job's stable key), every axis (also as a param), and
+                raysweep.error when it FAILED; metrics per epoch (step = epoch)
+
+A FINISHED child run means its job is done. The writer is :mod:`raysweep.driver.tracker`
+(on the driver only); readers (``raysweep status``, ``plan --estimate``, :mod:`raysweep.analysis`)
+list runs with :func:`iter_runs` and :func:`job_filter`. No MLflow import here: the client is
+passed in, so this module is as cheap to import as the names it holds.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+EXPERIMENT_PREFIX = "raysweep/"
+
+KEY_TAG = "raysweep.key"
+SWEEP_TAG = "raysweep.sweep"
+ROLE_TAG = "raysweep.role"
+STAGE_TAG = "raysweep.stage"
+ERROR_TAG = "raysweep.error"
+#: The Ray node id and the hostname a job ran on (the last ones, if it was retried elsewhere).
+NODE_TAG = "raysweep.node"
+HOST_TAG = "raysweep.host"
+#: On a source run: whether the checkpoint was already in the store (recorded, not retrained).
+REUSED_TAG = "raysweep.reused_checkpoint"
+GIT_SHA_TAG = "raysweep.git_sha"
+#: Parent-run tags ``version.<package>``.
+VERSION_TAG_PREFIX = "version."
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+#: Values of ROLE_TAG.
+SWEEP_ROLE = "sweep"
+JOB_ROLE = "job"
+
+#: The job's config as JSON, cut at this many characters (MLflow caps param values).
+CONFIG_PARAM = "config"
+CONFIG_PARAM_LIMIT = 6000
+ERROR_TAG_LIMIT = 5000
+
+#: Metric families a job reports, with step = epoch.
+METRIC_PREFIXES = ("train/", "test/", "adv/", "val/")
+#: A tuned hyperparameter's param and tag on search and grid runs: ``search.lr``.
+SEARCH_PREFIX = "search."
+
+#: The subset size label of the whole training set (``subset_size: all`` in specs).
+ALL_IMAGES = "all"
+
+
+class TrackingError(RuntimeError):
+    """The tracking server or store cannot be used; the message says how to fix it."""
+
+
+def experiment_name(sweep: str) -> str:
+    return f"{EXPERIMENT_PREFIX}{sweep}"
+
+
+def subset_label(size: int | None) -> str:
+    """How a subset size is written in params, tags, file names and reports (None = all)."""
+    return ALL_IMAGES if size is None else str(size)
+
+
+def search_param(name: str) -> str:
+    return f"{SEARCH_PREFIX}{name}"
+
+
+def quote(value: str) -> str:
+    """A single-quoted string of MLflow's filter grammar."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def job_filter(
+    stage: str | None = None, *, sweep: str | None = None, status: str | None = None
+) -> str:
+    """The search_runs filter of a sweep's job runs, of one stage and status if given.
+
+    ``status`` is a comparison on the run status, e.g. ``= 'FINISHED'`` or ``!= 'FINISHED'``.
+    """
+    parts = [f"tags.`{ROLE_TAG}` = '{JOB_ROLE}'"]
+    if sweep is not None:
+        parts.append(f"tags.`{SWEEP_TAG}` = {quote(sweep)}")
+    if stage is not None:
+        parts.append(f"tags.`{STAGE_TAG}` = {quote(stage)}")
+    if status is not None:
+        parts.append(f"attributes.status {status}")
+    return " AND ".join(parts)
+
+
+def sweep_experiment(client: Any, sweep: str) -> list[str]:
+    """The sweep's experiment id as a one-item list for ``search_runs``; empty if it has none."""
+    experiment = client.get_experiment_by_name(experiment_name(sweep))
+    return [] if experiment is None else [experiment.experiment_id]
+
+
+def iter_runs(
+    client: Any, experiment_ids: Iterable[str], filter_string: str, page_size: int = 1000
+) -> Iterator[Any]:
+    """Every active run matching ``filter_string``, page by page (``page_token``).
+
+    Ordered by start time so that runs created while we page land on later pages instead of
+    shifting earlier ones; a caller that must not count a run twice de-duplicates by run id.
+    """
+    experiment_ids = list(experiment_ids)
+    if not experiment_ids:
+        return
+    token: str | None = None
+    while True:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string,
+            max_results=page_size,
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any work, if an HTTP tracking server does not answer."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({reason}); start it or "
+            "pass another --tracking-uri"
+        ) from None

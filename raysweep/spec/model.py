@@ -1,0 +1,161 @@
+"""What a validated sweep spec is: frozen dataclasses, one per section.
+
+Built by :func:`raysweep.spec.load_spec` only; everything downstream (plan, driver, workers)
+reads these, never raw YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raysweep.probes import ProbeSpec
+    from raysweep.spec.search import SearchSpec
+
+
+#: Utrera et al. eq. (6): S_k = {20000000 + 100000·i : i < k}.
+SEED_BASE = 20_000_000
+SEED_STRIDE = 100_000
+#: Whose channel statistics normalise a fine-tuned model's input.
+NORMALIZATIONS = ("source", "target")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A PGD attack: ``steps`` steps of ``step_size`` inside the ``norm`` ball of radius eps."""
+
+    norm: str
+    eps: float
+    steps: int
+    step_size: float
+    random_start: bool = True
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """How a source was (or is to be) trained: ``natural``, ``pgd``, ``gaussian`` or ``trades``."""
+
+    kind: str
+    attack: AttackSpec | None = None
+    sigma: float | None = None
+    beta: float | None = None
+
+    @property
+    def norm(self) -> str:
+        return self.attack.norm if self.attack else ""
+
+    @property
+    def eps(self) -> float:
+        return self.attack.eps if self.attack else 0.0
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """SGD with momentum, as in Utrera Table 3 and Terzi App. C."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """How sources without a checkpoint are trained."""
+
+    epochs: int
+    optimizer: OptimizerSpec
+    lr_milestones: tuple[int, ...]
+    lr_decay: float
+    augment: str
+    eval_attack: AttackSpec | None
+    seed: int
+    #: Test images on which to log input-Fisher F-norm and CCKL every epoch (0 = off);
+    #: the CCKL paper's Fig. 3–4, 7–8.
+    track_information: int = 0
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    name: str
+    architecture: str
+    dataset: str
+    training: TrainingSpec
+    checkpoint: str | None = None
+    #: Targets for this source only (Terzi Table 1 transfers each CIFAR source to the other
+    #: datasets); None = the sweep's ``targets``.
+    targets: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """Fine-tuning settings for subset sizes up to ``up_to`` images (None: every size, ``all``)."""
+
+    up_to: int | None
+    epochs: int
+    eval_every: int
+    lr_milestones: tuple[int, ...]
+    seeds: int | None
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    optimizer: OptimizerSpec
+    lr_decay: float
+    augment: str
+    update_frozen_bn_stats: bool
+    head_init: str
+    normalization: str
+    rules: tuple[RuleSpec, ...]
+    #: Also measure accuracy under this attack at every evaluation epoch (``adv/acc``).
+    eval_attack: AttackSpec | None = None
+
+    def rule_for(self, size: int | None) -> RuleSpec:
+        """The first rule whose ``up_to`` covers ``size`` (None = the whole training set)."""
+        for rule in self.rules:
+            if rule.up_to is None or (size is not None and size <= rule.up_to):
+                return rule
+        raise AssertionError("validated specs always end with a rule that covers 'all'")
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpu: float
+    gpu: float
+    #: Speed switches for GPU trials (how a job runs, not what it computes: not in job keys).
+    #: bf16: fine-tune under ``torch.autocast(dtype=bfloat16)``; channels_last: NHWC weights.
+    bf16: bool = False
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    path: str
+    sources: tuple[SourceSpec, ...]
+    pretrain: PretrainSpec | None
+    targets: tuple[str, ...]
+    subset_sizes: tuple[int | None, ...]
+    seeds: tuple[int, ...] | int | None
+    blocks: tuple[int | str, ...]
+    finetune: FinetuneSpec | None
+    probes: tuple[ProbeSpec, ...]
+    resources: ResourcesSpec
+    data_root: str | None
+    download: bool
+    #: Per-group hyperparameter search before the grid (raysweep.plan.search); None = grid only.
+    search: SearchSpec | None = None
+
+    def targets_for(self, source: SourceSpec) -> tuple[str, ...]:
+        return source.targets if source.targets is not None else self.targets
+
+    def seeds_for(self, size: int | None) -> tuple[int, ...]:
+        """Explicit seeds, or the first k of Utrera's S_k for a count (global or per rule)."""
+        if isinstance(self.seeds, tuple):
+            return self.seeds
+        assert self.finetune is not None, "seeds belong to the fine-tuning grid"
+        count = self.seeds if isinstance(self.seeds, int) else self.finetune.rule_for(size).seeds
+        assert count is not None, "validated: seeds are given globally or in every rule"
+        return tuple(SEED_BASE + SEED_STRIDE * i for i in range(count))

@@ -1,0 +1,26 @@
+"""A probe task on a Ray worker: one probe of one stored source
+(:func:`raysweep.probes.run.run_probe`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raysweep.probes.run import run_probe
+from raysweep.protocol import WorkerContext, node_identity
+
+
+def probe_task(
+    job: dict[str, Any], source: dict[str, Any], ctx: WorkerContext, out_dir: str
+) -> dict[str, Any]:
+    """Ray task body: run the job's probe on its source checkpoint; say which node ran it."""
+    result = run_probe(
+        job["probe"],
+        str(ctx.store.checkpoint(job["source_key"])),
+        source,
+        job.get("target"),
+        out_dir,
+        data_root=ctx.data_root,
+        download=ctx.download,
+        threads=ctx.threads,
+    )
+    return {**result, **node_identity()}
