@@ -1,12 +1,16 @@
 """The `raysweep` command: parses arguments, calls functions, maps errors to exit codes.
 
-A user error prints one line (``raysweep: error: …``) and exits 2; ``--debug`` shows the
-traceback instead.
+A user error prints one line (``raysweep: error: …``) and exits 2; so do a full disk, a
+permission problem and an MLflow store that refuses (with the fix); ``--debug`` shows the
+traceback instead. Ctrl-C and SIGTERM stop a launch and say how to resume it (exit 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from raysweep.analysis.results import NothingToAnalyze
 from raysweep.driver.cluster import ClusterError
-from raysweep.schema import TrackingError
+from raysweep.plan.size import MAX_JOBS
+from raysweep.schema import TrackingError, store_exists
 from raysweep.spec import SpecError
 from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
 
@@ -37,7 +42,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from raysweep.plan import describe_plan, make_plan
     from raysweep.spec import load_spec
 
-    plan = make_plan(load_spec(args.spec))
+    plan = make_plan(load_spec(args.spec), max_jobs=args.max_jobs)
     print(describe_plan(plan))
     if args.estimate:
         from raysweep.estimate import estimate_report
@@ -67,6 +72,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
             root=args.root,
             retry_failed=args.retry_failed,
             extend=args.extend,
+            switch_tracking_uri=args.switch_tracking_uri,
+            max_jobs=args.max_jobs,
         )
     )
 
@@ -84,10 +91,12 @@ def sweep_dir(args: argparse.Namespace) -> SweepDir:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when no job failed, 1 when some did (scripts can wait on it)."""
     from raysweep.driver.status import sweep_status
 
-    print(sweep_status(sweep_dir(args)).render())
-    return 0
+    status = sweep_status(sweep_dir(args))
+    print(status.render())
+    return 0 if status.ok else 1
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
@@ -113,11 +122,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def port_problem(port: int) -> str | None:
+    """Why the UI cannot listen on 127.0.0.1:``port``, or None when it can."""
+    if not 1 <= port <= 65535:
+        return f"--port {port} is not a TCP port (1-65535)"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            return f"port {port} on 127.0.0.1 is not free ({error.strerror}); pass another --port"
+    return None
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    uri = sweep_dir(args).tracking_uri()
+    sweep = sweep_dir(args)
+    uri = sweep.tracking_uri()
     if not uri.startswith("sqlite"):
         print(f"sweep '{args.name}' is tracked on {uri}: open that address in a browser")
         return 0
+    if not store_exists(uri):
+        raise TrackingError(
+            f"sweep '{args.name}' has no tracking store yet ({uri}); launch it first"
+        )
+    problem = port_problem(args.port)
+    if problem:
+        raise TrackingError(problem)
     command = [
         sys.executable,
         "-m",
@@ -129,6 +158,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "127.0.0.1",
         "--port",
         str(args.port),
+        "--default-artifact-root",
+        sweep.artifact_root.as_uri(),
     ]
     print(f"MLflow UI for '{args.name}' on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
     return subprocess.call(command)
@@ -145,6 +176,11 @@ def add_launch_options(parser: argparse.ArgumentParser) -> None:
         "--extend",
         action="store_true",
         help="allow a changed spec that only adds jobs to an existing sweep",
+    )
+    parser.add_argument(
+        "--switch-tracking-uri",
+        action="store_true",
+        help="record an existing sweep in the --tracking-uri given from now on",
     )
 
 
@@ -176,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "spec", help="sweep spec (YAML), e.g. search_spaces/quickstart.yaml"
             )
+            command.add_argument(
+                "--max-jobs",
+                type=int,
+                default=MAX_JOBS,
+                metavar="N",
+                help=f"refuse specs of more than N jobs (default {MAX_JOBS:,})",
+            )
         if name == "plan":
             command.add_argument(
                 "--estimate",
@@ -205,23 +248,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def environment_problem(error: BaseException) -> str | None:
+    """One line with the fix for a failure of the machine or the tracking store, not of raysweep:
+    a full disk, a permission, an MLflow store that refuses. None for anything else (a bug)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" for {error.filename}" if error.filename else ""
+        return (
+            f"no space left on the device{where}; free some, then run the same command again "
+            "(nothing recorded is lost)"
+        )
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        target = error.filename or "a file"
+        return f"cannot write {target} ({error.strerror}); pass a writable --root"
+    module = type(error).__module__.split(".")[0]
+    if module in ("mlflow", "sqlalchemy"):
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "disk is full" in text or "No space left" in text:
+            return "the tracking database's disk is full; free some, then run the command again"
+        return (
+            f"the MLflow tracking store refused ({text[:300]}); check --tracking-uri, that the "
+            "store is reachable and writable, then run the command again"
+        )
+    return None
+
+
+def sweep_name_of(args: argparse.Namespace) -> str:
+    """The sweep a command was working on, for the resume hint."""
+    if getattr(args, "name", None):
+        return str(args.name)
+    try:
+        from raysweep.spec import load_spec
+
+        return load_spec(args.spec).name
+    except Exception:
+        return "NAME"
+
+
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _, handler = COMMANDS[args.command]
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # e.g. `ray job stop`, a cluster shutdown
     try:
         return handler(args)
     except USER_ERRORS as error:
-        if args.debug:
-            raise
-        message = " ".join(str(error).split())
-        print(f"raysweep: error: {message}", file=sys.stderr)
-        return 2
+        return user_error(args, str(error), error)
     except KeyboardInterrupt:
-        print(
-            "raysweep: interrupted; `raysweep launch` the same spec again to finish",
-            file=sys.stderr,
-        )
+        hint = ""
+        if args.command in ("launch", "resume"):
+            hint = f"; `raysweep resume {sweep_name_of(args)}` finishes what is missing"
+        print(f"raysweep: interrupted{hint}", file=sys.stderr)
         return 130
+    except Exception as error:
+        problem = environment_problem(error)
+        if problem is None:
+            raise
+        return user_error(args, problem, error)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def user_error(args: argparse.Namespace, message: str, error: BaseException) -> int:
+    """Print one line (or, with --debug, the traceback); exit status 2."""
+    if args.debug:
+        raise error
+    print(f"raysweep: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -252,9 +252,18 @@ def recorded_durations(tracking_uri: str, sweep: str) -> dict[str, float]:
     """Job key → seconds of each FINISHED fine-tune run of an earlier launch of the sweep."""
     from mlflow import MlflowClient
 
-    from raysweep.schema import KEY_TAG, check_reachable, iter_runs, job_filter, sweep_experiment
+    from raysweep.schema import (
+        KEY_TAG,
+        check_reachable,
+        iter_runs,
+        job_filter,
+        store_exists,
+        sweep_experiment,
+    )
 
     check_reachable(tracking_uri)
+    if not store_exists(tracking_uri):  # never create the store it only reads
+        return {}
     client = MlflowClient(tracking_uri)
     finished = job_filter("finetune", status="= 'FINISHED'")
     runs = iter_runs(client, sweep_experiment(client, sweep), finished)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 EXPERIMENT_PREFIX = "raysweep/"
@@ -32,6 +33,9 @@ HOST_TAG = "raysweep.host"
 #: On a source run: whether the checkpoint was already in the store (recorded, not retrained).
 REUSED_TAG = "raysweep.reused_checkpoint"
 GIT_SHA_TAG = "raysweep.git_sha"
+#: The launch (one ``raysweep launch`` / ``resume`` process) that wrote a run; the parent run
+#: carries the latest. Only one launch runs a sweep at a time (raysweep.driver.lock).
+LAUNCH_TAG = "raysweep.launch"
 #: Parent-run tags ``version.<package>``.
 VERSION_TAG_PREFIX = "version."
 PARENT_TAG = "mlflow.parentRunId"
@@ -124,6 +128,20 @@ def iter_runs(
         token = page.token
         if not token:
             return
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, None for any other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///"))
+
+
+def store_exists(tracking_uri: str) -> bool:
+    """False only for a SQLite store whose file is not there yet: readers must not open it,
+    since opening creates it (``status`` and ``analyze`` never write)."""
+    path = sqlite_path(tracking_uri)
+    return path is None or path.is_file()
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:

@@ -10,6 +10,7 @@ import yaml
 from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
+from raysweep.cli import main
 from raysweep.driver.launcher import launch
 from raysweep.plan import make_plan
 from raysweep.schema import ERROR_TAG, KEY_TAG, experiment_name
@@ -64,6 +65,7 @@ def test_nan_trial_fails_alone_and_retry_completes_it(tmp_path: Path) -> None:
     assert sorted(status.values()) == ["FAILED", "FINISHED", "FINISHED"]
     failed = next(r for r in runs if r.data.tags[KEY_TAG] == poisoned)
     assert "non-finite training loss" in failed.data.tags[ERROR_TAG]
+    assert main(["--root", str(tmp_path / "runs"), "status", "nan"]) == 1  # a job failed
 
     start_ray()
     try:
@@ -76,6 +78,7 @@ def test_nan_trial_fails_alone_and_retry_completes_it(tmp_path: Path) -> None:
     runs = client.search_runs([experiment.experiment_id], "tags.`raysweep.role` = 'job'")
     assert sorted(r.data.tags[KEY_TAG] for r in runs) == sorted(plan.keys())
     assert {r.info.status for r in runs} == {"FINISHED"}
+    assert main(["--root", str(tmp_path / "runs"), "status", "nan"]) == 0
 
 
 def test_missing_target_data_fails_only_its_jobs_with_the_fix(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from raysweep.models import TransferNet, build_model, load_checkpoint, save_chec
 from raysweep.models.net import Normalize
 from raysweep.protocol import WorkerContext
 from raysweep.spec import SpecError, parse_spec
-from raysweep.store import Store
+from raysweep.store import Store, sha256_file
 from raysweep.train import OptimConfig, ScheduleConfig, make_training_kind, pretrain
 from raysweep.worker import features
 from raysweep.worker import finetune as finetune_worker
@@ -54,7 +55,7 @@ def source() -> TransferNet:
         model, TOY["train"].images, TOY["train"].labels, TOY["test"].images[:8],
         TOY["test"].labels[:8], kind=make_training_kind("natural"),
         optim=OptimConfig(lr=0.05, batch_size=32), schedule=ScheduleConfig(epochs=1),
-        prepare=make_prepare(model), augment=None, seed=0, eval_attack=None,
+        prepare=make_prepare(model), augment=None, seed=0,
     )  # fmt: skip
     return model.eval()
 
@@ -231,8 +232,27 @@ def test_concurrent_trials_compute_once_and_read_the_same_file(
     assert sorted(r[1] for r in results) == [False, True, True]
     assert len({r[2] for r in results}) == 1
     leftovers = [p.name for p in (tmp_path / "features").iterdir() if p.suffix != ".pt"]
-    assert all(name.endswith(".lock") for name in leftovers)
-    assert len(list((tmp_path / "features").glob("*.pt"))) == 1
+    assert all(name.endswith((".lock", ".json")) for name in leftovers)  # no half file
+    (stored,) = (tmp_path / "features").glob("*.pt")
+    record = json.loads(stored.with_suffix(".json").read_text())
+    assert record["sha256"] == sha256_file(stored) and record["split"] == "test"
+
+
+def test_a_corrupt_feature_file_is_recomputed(sweep_root: Path, source: TransferNet) -> None:
+    store = Store(sweep_root / "store")
+    x = TOY["test"].images
+    prep = make_prepare(source)
+    first, hit = features.stored_features(store, SOURCE_KEY, "digits", "test", source, x, prep)
+    (stored,) = (sweep_root / "store" / "features").glob("*.pt")
+    data = bytearray(stored.read_bytes())
+    data[-20] ^= 0xFF  # a flipped byte in the tensor data
+    stored.write_bytes(bytes(data))
+    features.load_features.cache_clear()
+    args = (store, SOURCE_KEY, "digits", "test", source, x, prep)
+    again, hit_again = features.stored_features(*args)
+    assert not hit and not hit_again  # recomputed, never read
+    assert torch.equal(first, again)
+    assert features.features_intact(stored)
 
 
 def test_speed_switches_parse_and_apply(sweep_root: Path, source: TransferNet) -> None:

@@ -72,9 +72,32 @@ BAD = [
     (["pretrain"], DELETE, "sources without a checkpoint need a pretrain section"),
     (["sources", 1, "training", "kind"], "fgsm", "unknown value 'fgsm'"),
     (["sources", 1, "training", "norm"], "l1", "allowed: l2, linf"),
-    (["name"], "my sweep", "may only contain"),
+    (["name"], "my sweep", "'my sweep' is not a valid name"),
     (["sources", 2, "name"], "natural", "value 'natural' appears twice"),
+    (["pretrain", "eval_attack", "kind"], "banana", "eval_attack: unknown key 'kind'"),
+    (["finetune", "augment"], "crop_rotate", "'crop_rotate' is now 'crop_rotate15'"),
+    (["finetune", "augment"], {"mnist_typo": "none"}, "augment.mnist_typo: unknown value"),
+    (["pretrain", "eval_attack", "loss"], "hinge", "eval_attack.loss: unknown value 'hinge'"),
+    (["sources", 1, "training", "loss"], "cw", "training: unknown key 'loss'"),
+    (
+        ["pretrain", "eval_attack"],
+        [{"norm": "linf", "eps": 0.01, "steps": 2}] * 2,
+        "pretrain.eval_attack[].loss: value 'ce' appears twice",
+    ),
 ]
+
+
+def test_cw_evaluation_attack_beside_pgd_and_its_job_config() -> None:
+    """The CCKL paper evaluates PGD and CW; a single PGD attack keeps its old config (keys)."""
+    from raysweep.plan import make_plan
+
+    pgd = {"norm": "linf", "eps": "8/255", "steps": 20, "step_size": "2/255"}
+    spec = parse_spec(mutate(["pretrain", "eval_attack"], [pgd, {**pgd, "loss": "cw"}]), "a.yaml")
+    assert [a.loss for a in spec.pretrain.eval_attacks] == ["ce", "cw"]
+    config = make_plan(spec).jobs["pretrain"][0].config["pretrain"]["eval_attack"]
+    assert [a.get("loss", "ce") for a in config] == ["ce", "cw"] and "loss" not in config[0]
+    single = make_plan(parse_spec(quickstart_raw(), "q.yaml")).jobs["pretrain"][0]
+    assert isinstance(single.config["pretrain"]["eval_attack"], dict)
 
 
 @pytest.mark.parametrize(("path", "value", "message"), BAD, ids=[b[2][:40] for b in BAD])
@@ -108,3 +131,17 @@ def test_malformed_yaml_reports_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="no such spec file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_augmentation_per_target() -> None:
+    """Utrera et al.'s code augments RGB targets only; a mapping says so per target."""
+    from raysweep.plan import make_plan
+
+    recipe = {"default": "crop_flip_jitter_rotate2", "digits": "none"}
+    spec = parse_spec(mutate(["finetune", "augment"], recipe), "a.yaml")
+    by_target = {j.config["target"]: j.config["augment"] for j in make_plan(spec).jobs["finetune"]}
+    assert by_target == {
+        "shapes_outline": "crop_flip_jitter_rotate2",
+        "textures": "crop_flip_jitter_rotate2",
+        "digits": "none",
+    }

@@ -11,14 +11,14 @@ results; a sweep may still be running or may have been interrupted.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from raysweep.schema import KEY_TAG, iter_runs, job_filter, sweep_experiment
+from raysweep.schema import KEY_TAG, iter_runs, job_filter, store_exists, sweep_experiment
 
 # Typed columns; every other param stays a string so that "all" / "head_bn" survive untouched.
 INT_PARAMS = ("seed", "n_train", "epochs")
@@ -58,6 +58,14 @@ class NothingToAnalyze(Exception):
 def metric_column(metric: str) -> str:
     """MLflow metric name to DataFrame column: ``test/acc`` -> ``test_acc``."""
     return metric.replace("/", "_")
+
+
+def _job_runs(tracking_uri: str, sweep: str, filter_string: str, page_size: int) -> Iterator[Run]:
+    """The sweep's runs matching the filter; none, and no store created, before the first run."""
+    if not store_exists(tracking_uri):
+        return iter(())
+    client = MlflowClient(tracking_uri)
+    return iter_runs(client, sweep_experiment(client, sweep), filter_string, page_size)
 
 
 def _run_row(run: Run, params: Sequence[str]) -> dict[str, object]:
@@ -101,12 +109,11 @@ def sweep_runs(
     have two FINISHED runs (a job re-run after a crash), only the one that ended last is kept.
     An unknown sweep or one without finished runs gives an empty frame with these columns.
     """
-    client = MlflowClient(tracking_uri)
     params = STAGE_PARAMS.get(stage, ())
     metrics = tuple(metric_column(m) for m in STAGE_METRICS.get(stage, ()))
     finished = job_filter(stage, sweep=sweep, status="= 'FINISHED'")
     rows: dict[str, dict[str, object]] = {}
-    for run in iter_runs(client, sweep_experiment(client, sweep), finished, page_size):
+    for run in _job_runs(tracking_uri, sweep, finished, page_size):
         rows[run.info.run_id] = _run_row(run, params)
     columns = [*RUN_COLUMNS, *params, *metrics]
     df = pd.DataFrame(list(rows.values()))
@@ -123,10 +130,9 @@ def count_unfinished(
     tracking_uri: str, sweep: str, stage: str = "finetune", page_size: int = 1000
 ) -> dict[str, int]:
     """Number of the sweep's job runs at ``stage`` per non-FINISHED status (RUNNING, FAILED...)."""
-    client = MlflowClient(tracking_uri)
     unfinished = job_filter(stage, sweep=sweep, status="!= 'FINISHED'")
     counts: dict[str, int] = {}
-    for run in iter_runs(client, sweep_experiment(client, sweep), unfinished, page_size):
+    for run in _job_runs(tracking_uri, sweep, unfinished, page_size):
         counts[run.info.status] = counts.get(run.info.status, 0) + 1
     return dict(sorted(counts.items()))
 

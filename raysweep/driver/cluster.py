@@ -6,7 +6,18 @@ Unreachable clusters fail in seconds with one line, before anything is recorded.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raysweep.spec import SweepSpec
+
+#: Where Ray's cluster launcher leaves the autoscaler's config on the head node.
+AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml")
 
 
 class ClusterError(RuntimeError):
@@ -43,15 +54,21 @@ def ensure_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
-    if address:
-        try:
+    # ray.init makes SIGTERM exit the driver at once (exit status 15, nothing said); keep the
+    # CLI's handler, which stops the launch and prints how to resume it.
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        if address:
             ray.init(address=address, log_to_driver=False)
-        except ConnectionError as error:  # `auto` with no RAY_ADDRESS and no local cluster
-            raise ClusterError(
-                f"no Ray cluster at --address {address} ({error}); start one or pass host:port"
-            ) from None
-    else:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as error:  # `auto` with no RAY_ADDRESS and no local cluster
+        raise ClusterError(
+            f"no Ray cluster at --address {address} ({error}); start one or pass host:port"
+        ) from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
 
 
 def total_cpus() -> int:
@@ -66,3 +83,54 @@ def largest_node_cpus() -> int:
 
     alive = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"]]
     return max(1, max(alive, default=1))
+
+
+def node_capacities() -> list[dict[str, float]]:
+    """CPU and GPU of every alive node of the connected cluster."""
+    import ray
+
+    alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    return [{"CPU": float(r.get("CPU", 0)), "GPU": float(r.get("GPU", 0))} for r in alive]
+
+
+def autoscaler_node_types(config: Path | None = None) -> list[dict[str, float]] | None:
+    """CPU and GPU of the node types the autoscaler can add (from the launcher's config on the
+    head), or None without one. A type whose resources the config leaves to the cloud provider
+    (``resources: {}``) could have anything: it is returned as unbounded."""
+    path = (config or AUTOSCALER_CONFIG).expanduser()
+    if not path.is_file():
+        return None
+    try:
+        types: dict[str, Any] = yaml.safe_load(path.read_text()).get("available_node_types", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    unbounded = float("inf")
+    found = []
+    for node_type in types.values():
+        given = (node_type or {}).get("resources") or {}
+        found.append(
+            {
+                "CPU": float(given.get("CPU", unbounded if not given else 0)),
+                "GPU": float(given.get("GPU", unbounded if not given else 0)),
+            }
+        )
+    return found
+
+
+def check_resources(spec: SweepSpec) -> None:
+    """Fail before anything runs if no node (alive, or one the autoscaler can add) can host a
+    task or a trial of the spec: Ray would wait for it forever."""
+    requests = {"a source or probe task": {"CPU": 1.0, "GPU": 0.0}}
+    if spec.finetune is not None:
+        requests["a fine-tune trial"] = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    nodes = node_capacities() + (autoscaler_node_types() or [])
+    for what, wanted in requests.items():
+        if any(all(node[k] >= v for k, v in wanted.items()) for node in nodes):
+            continue
+        largest = max(nodes, key=lambda n: (n["GPU"], n["CPU"]), default={"CPU": 0, "GPU": 0})
+        raise ClusterError(
+            f"resources: {what} asks for {wanted['CPU']:g} CPU and {wanted['GPU']:g} GPU, but "
+            f"no node of the Ray cluster has them (largest: {largest['CPU']:g} CPU, "
+            f"{largest['GPU']:g} GPU); lower resources.cpu / resources.gpu in the spec, or "
+            "attach to a cluster that has such nodes (--address)"
+        )

@@ -3,7 +3,8 @@
     pretrain (Ray tasks) → probe (Ray tasks) → search (Tune + Optuna) → finetune (Tune) → report
 
 MLflow is the ledger: a job whose key has a FINISHED run is skipped, so launching the same spec
-again, or resuming after a crash, only does what is missing.
+again, or resuming after a crash, only does what is missing. One launch runs a sweep at a time
+(:mod:`raysweep.driver.lock`); every run it writes carries its launch id.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from raysweep.driver.cluster import check_cluster_reachable, ensure_ray
+from raysweep.driver.cluster import check_cluster_reachable, check_resources, ensure_ray
 from raysweep.driver.context import Outcome, StageContext, worker_context
 from raysweep.driver.finetune import run_finetune_stage
+from raysweep.driver.lock import launch_lock, new_launch_id
 from raysweep.driver.pretrain import run_pretrain_stage
 from raysweep.driver.probe import run_probe_stage
 from raysweep.driver.progress import Write
@@ -22,7 +24,7 @@ from raysweep.driver.report import report_sweep
 from raysweep.driver.search import run_search_stage, with_search_values
 from raysweep.driver.shared_root import check_shared_root
 from raysweep.driver.tracker import SweepTracker
-from raysweep.plan import Job, Plan, make_plan
+from raysweep.plan import MAX_JOBS, Job, Plan, make_plan
 from raysweep.schema import check_reachable
 from raysweep.spec import load_spec
 from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
@@ -36,7 +38,7 @@ def check_same_plan(sweep: SweepDir, plan: Plan, extend: bool) -> None:
     """Relaunching a name with another spec would mix two sweeps in one record: refuse."""
     if not sweep.spec_copy.is_file():
         return
-    old = make_plan(load_spec(sweep.spec_copy))
+    old = make_plan(load_spec(sweep.spec_copy), max_jobs=None)  # accepted when launched
     added, removed = plan.keys() - old.keys(), old.keys() - plan.keys()
     if removed or (added and not extend):
         raise SweepDirError(
@@ -46,19 +48,28 @@ def check_same_plan(sweep: SweepDir, plan: Plan, extend: bool) -> None:
         )
 
 
+def check_same_store(sweep: SweepDir, tracking_uri: str | None, switch: bool) -> None:
+    """A relaunch on another tracking store would not see the sweep's runs and would silently
+    start over there: refuse unless the user asks for it."""
+    recorded = sweep.recorded_tracking_uri()
+    if tracking_uri and recorded and tracking_uri != recorded and not switch:
+        raise SweepDirError(
+            f"sweep '{sweep.name}' records to {recorded}, not {tracking_uri}; drop "
+            "--tracking-uri to continue it, or add --switch-tracking-uri to record it in the "
+            "new store from now on (its finished jobs there run again)"
+        )
+
+
 def prepare_sweep(
-    spec_path: Path, plan: Plan, sweep: SweepDir, tracking_uri: str | None, extend: bool
+    spec_path: Path, sweep: SweepDir, tracking_uri: str | None, launch_id: str
 ) -> SweepTracker:
     """The sweep folder with its spec copy and ``sweep.json``, and its MLflow parent run."""
-    if sweep.exists():
-        check_same_plan(sweep, plan, extend)
     uri = sweep.tracking_uri(tracking_uri, new=True)
-    check_reachable(uri)
     sweep.create()
     if Path(spec_path).resolve() != sweep.spec_copy.resolve():
         shutil.copyfile(spec_path, sweep.spec_copy)
     artifact_root = sweep.artifact_root if uri.startswith("sqlite") else None
-    tracker = SweepTracker(uri, sweep.name, artifact_root)
+    tracker = SweepTracker(uri, sweep.name, artifact_root, launch_id)
     parent = tracker.open_parent(sweep.spec_copy)
     sweep.write_state({"name": sweep.name, "tracking_uri": uri, "parent_run_id": parent})
     return tracker
@@ -101,22 +112,43 @@ def launch(
     root: str | Path | None = None,
     retry_failed: bool = False,
     extend: bool = False,
+    switch_tracking_uri: bool = False,
+    max_jobs: int | None = MAX_JOBS,
     write: Write = print,
 ) -> Outcome:
-    """Run every job of the spec that has no FINISHED run yet; return what happened."""
+    """Run every job of the spec that has no FINISHED run yet; return what happened.
+
+    Refused with one line, before anything is recorded: a sweep another launch is running, an
+    unreachable cluster or tracking server, resources no node can give, another tracking store
+    than the sweep's (unless ``switch_tracking_uri``), more than ``max_jobs`` jobs (None: no
+    limit).
+    """
     spec = load_spec(spec_path)
-    plan = make_plan(spec)
+    plan = make_plan(spec, max_jobs=max_jobs)
     check_cluster_reachable(address)
     sweep = SweepDir(resolve_root(root), name or spec.name)
-    if address:  # attach first: every node must see the root before anything is recorded
+    check_reachable(sweep.tracking_uri(tracking_uri, new=True))  # before writing anything
+    launch_id = new_launch_id()
+    with launch_lock(sweep, launch_id):
+        check_same_store(sweep, tracking_uri, switch_tracking_uri)
+        if sweep.exists():
+            check_same_plan(sweep, plan, extend)
         ensure_ray(address)
-        check_shared_root(sweep.root)
-    tracker = prepare_sweep(Path(spec_path), plan, sweep, tracking_uri, extend)
+        check_resources(spec)
+        if address:  # every node must see the root before anything is recorded
+            check_shared_root(sweep.root)
+        tracker = prepare_sweep(Path(spec_path), sweep, tracking_uri, launch_id)
+        return run_launch(plan, tracker, sweep, retry_failed, write)
+
+
+def run_launch(
+    plan: Plan, tracker: SweepTracker, sweep: SweepDir, retry_failed: bool, write: Write
+) -> Outcome:
+    """The stages and the report, under the sweep's lock, with the parent run's status kept."""
     outcome = Outcome(sweep=sweep.name, tracking_uri=tracker.uri)
     pending = pending_jobs(plan, tracker, outcome, retry_failed)
     write(f"sweep '{sweep.name}': {sweep.path}  (tracking: {tracker.uri})")
-    ensure_ray(address)
-    ctx = StageContext(plan, tracker, worker_context(spec, sweep), sweep, outcome, write)
+    ctx = StageContext(plan, tracker, worker_context(plan.spec, sweep), sweep, outcome, write)
     try:
         run_stages(ctx, pending)
     except KeyboardInterrupt:
@@ -135,7 +167,8 @@ def resume(
     retry_failed: bool = False,
     write: Write = print,
 ) -> Outcome:
-    """Finish a launched sweep from the spec copy in its folder, on its own tracking store."""
+    """Finish a launched sweep from the spec copy in its folder, on its own tracking store (its
+    size was accepted when it was launched: no job limit applies)."""
     sweep = SweepDir(resolve_root(root), name)
     return launch(
         sweep.spec_copy,
@@ -144,5 +177,6 @@ def resume(
         tracking_uri=sweep.tracking_uri(),
         root=root,
         retry_failed=retry_failed,
+        max_jobs=None,
         write=write,
     )

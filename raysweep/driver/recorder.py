@@ -7,13 +7,15 @@ whose results name their job (``JOB_KEY``), its end (``DONE_KEY``) and the next 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from raysweep.driver.progress import Progress
-from raysweep.driver.tracker import SweepTracker
+from raysweep.driver.scheduling import one_line
+from raysweep.driver.tracker import TRACKING_ERRORS, SweepTracker
 from raysweep.plan import Job
 from raysweep.protocol import DONE_KEY, ERROR_KEY, HOST_KEY, JOB_KEY, NODE_KEY, START_KEY
 from raysweep.schema import METRIC_PREFIXES
@@ -46,8 +48,10 @@ class JobRecorder(tune.Callback):
     """Creates a job's run when it starts, logs each report at step = epoch, closes the run.
 
     Unpacked trial: start / end of the trial. Packed trial: the results naming the job's start
-    and end;
-    if the bundle dies for good, its jobs not closed yet fail with the trial's error.
+    and end; if the bundle dies for good, its jobs not closed yet fail with the trial's error.
+    An MLflow write that fails (a locked database, a lost server) fails only the jobs it was
+    for, in this launch: their runs are not FINISHED, so a resume runs them again; a Tune
+    callback that raised would instead end the whole experiment.
     """
 
     def __init__(
@@ -82,13 +86,31 @@ class JobRecorder(tune.Callback):
     def open_jobs(self, trial: Any) -> list[str]:
         return [k for k in self.keys_of(trial) if k not in self.finished and k not in self.failures]
 
+    def guarded(self, keys: list[str], write: Callable[[], None]) -> None:
+        """Run MLflow writes for ``keys``; if MLflow refuses, those jobs fail in this launch."""
+        try:
+            write()
+        except TRACKING_ERRORS as error:
+            reason = f"MLflow could not record it ({one_line(error)}); resume to run it again"
+            for key in keys:
+                if key not in self.finished and key not in self.failures:
+                    self.failures[key] = reason
+                    self.progress.tick(failed=True)
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if "bundle" not in trial.config:  # a bundle's jobs start on their START_KEY result
-            self.run_of(self.keys_of(trial)[0])
+            key = self.keys_of(trial)[0]
+            self.guarded([key], lambda: self.run_of(key))
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        named = [str(result[k]) for k in (JOB_KEY, START_KEY) if result.get(k) is not None]
+        keys = named or self.keys_of(trial)[:1]
+        self.guarded(keys, lambda: self.record_result(trial, result))
+
+    def record_result(self, trial: Any, result: dict) -> None:
+        """Log a result: a job's metrics, its end, and the start of the bundle's next job."""
         key = result.get(JOB_KEY)
         if key is not None or "bundle" not in trial.config:
             key = str(key or self.keys_of(trial)[0])
@@ -120,10 +142,12 @@ class JobRecorder(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if "bundle" not in trial.config:
-            self.close(self.keys_of(trial)[0])
+            key = self.keys_of(trial)[0]
+            self.guarded([key], lambda: self.close(key))
             return
         for key in self.open_jobs(trial):  # a bundle ends only after every job's "done"
-            self.fail(key, "its bundle ended without running it; relaunch to retry")
+            reason = "its bundle ended without running it; relaunch to retry"
+            self.guarded([key], lambda key=key, reason=reason: self.fail(key, reason))
 
     def close(self, key: str) -> None:
         """End a job's run: FINISHED, or FAILED with the error it reported."""
@@ -145,7 +169,7 @@ class JobRecorder(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = error_text(trial)
         for key in self.open_jobs(trial):
-            self.fail(key, error)
+            self.guarded([key], lambda key=key: self.fail(key, error))
 
     def fail(self, key: str, error: str) -> None:
         self.failures[key] = error

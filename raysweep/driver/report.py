@@ -18,6 +18,7 @@ from raysweep.schema import (
     TrackingError,
     check_reachable,
     iter_runs,
+    store_exists,
     sweep_experiment,
 )
 from raysweep.sweepdir import SweepDir
@@ -53,8 +54,7 @@ def analyze(
 
     uri = sweep.tracking_uri(tracking_uri)
     check_reachable(uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        # Opening a missing SQLite store would create an empty one: nothing ran yet.
+    if not store_exists(uri):  # opening a missing SQLite store would create it: nothing ran
         raise NothingToAnalyze(
             f"sweep {sweep.name!r} has no finished runs yet: run `raysweep status {sweep.name}`"
         )

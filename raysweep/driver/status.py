@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from raysweep.plan import make_plan
 from raysweep.schema import (
@@ -14,6 +15,7 @@ from raysweep.schema import (
     check_reachable,
     iter_runs,
     job_filter,
+    store_exists,
     sweep_experiment,
 )
 from raysweep.spec import load_spec
@@ -34,6 +36,11 @@ class SweepStatus:
     counts: dict[str, Counter] = field(default_factory=dict)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # stage, job, reason
 
+    @property
+    def ok(self) -> bool:
+        """No job failed (pending or running jobs are not failures)."""
+        return not self.failures
+
     def render(self) -> str:
         lines = [
             f"sweep '{self.name}'",
@@ -47,18 +54,19 @@ class SweepStatus:
         return "\n".join(lines)
 
 
+def job_runs_by_key(tracking_uri: str, sweep: str) -> dict[str, Run]:
+    """The sweep's job runs by key; of several runs of one key, the newest."""
+    client = MlflowClient(tracking_uri)
+    found = iter_runs(client, sweep_experiment(client, sweep), job_filter(), page_size=5000)
+    return {run.data.tags[KEY_TAG]: run for run in found if KEY_TAG in run.data.tags}
+
+
 def sweep_status(sweep: SweepDir) -> SweepStatus:
     """Match every planned job with its run by key; a job without a run is pending."""
-    plan = make_plan(load_spec(sweep.spec_copy))
+    plan = make_plan(load_spec(sweep.spec_copy), max_jobs=None)  # accepted when launched
     uri = sweep.tracking_uri()
     check_reachable(uri)
-    client = MlflowClient(uri)
-    experiment = sweep_experiment(client, sweep.name)
-    runs = {
-        run.data.tags[KEY_TAG]: run
-        for run in iter_runs(client, experiment, job_filter(), page_size=5000)
-        if KEY_TAG in run.data.tags
-    }
+    runs = job_runs_by_key(uri, sweep.name) if store_exists(uri) else {}
     status = SweepStatus(name=sweep.name)
     for stage, jobs in plan.jobs.items():
         counts: Counter = Counter()

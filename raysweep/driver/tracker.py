@@ -11,12 +11,16 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from requests.exceptions import RequestException
+from sqlalchemy.exc import SQLAlchemyError
 
 from raysweep.plan import Job
 from raysweep.schema import (
@@ -28,6 +32,7 @@ from raysweep.schema import (
     HOST_TAG,
     JOB_ROLE,
     KEY_TAG,
+    LAUNCH_TAG,
     NODE_TAG,
     PARENT_TAG,
     ROLE_TAG,
@@ -40,8 +45,12 @@ from raysweep.schema import (
     experiment_name,
     iter_runs,
     job_filter,
+    sqlite_path,
 )
 
+#: What MLflow raises when its store or server refuses a write: a locked or full database, a
+#: lost connection, a full disk.
+TRACKING_ERRORS = (MlflowException, SQLAlchemyError, RequestException, OSError)
 PACKAGES = ("raysweep", "ray", "torch", "torchvision", "mlflow", "optuna", "numpy", "pot")
 #: MLflow caps one log_batch call at 1,000 metrics.
 BATCH_LIMIT = 1000
@@ -73,13 +82,49 @@ def git_sha() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-class SweepTracker:
-    """The MLflow side of one sweep."""
+def create_sqlite_store(tracking_uri: str, artifact_root: Path | None) -> None:
+    """Create a missing SQLite store whole or not at all: MLflow builds its tables in a
+    temporary file beside it, which is renamed into place only once complete.
 
-    def __init__(self, tracking_uri: str, sweep: str, artifact_root: Path | None = None) -> None:
+    MLflow creating ``mlflow.db`` in place and failing half-way (a full disk) left a database
+    that every later launch refused ("table spans already exists"). Its ``Default`` experiment
+    gets the sweep's artifact folder instead of ``./mlruns`` in the current directory.
+    """
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = sqlite_path(tracking_uri)
+    if path is None or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a launch that died here
+        stale.unlink(missing_ok=True)
+    # A fresh name per attempt: MLflow keeps an engine per database URI, and one for a file
+    # that a failed attempt removed only answers "readonly database".
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        root = (artifact_root or path.parent / "artifacts").resolve().as_uri()
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", root)
+        store.engine.dispose()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class SweepTracker:
+    """The MLflow side of one sweep, for one launch (``launch_id`` tags every run it writes)."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        sweep: str,
+        artifact_root: Path | None = None,
+        launch_id: str = "",
+    ) -> None:
         check_reachable(tracking_uri)
+        create_sqlite_store(tracking_uri, artifact_root)
         self.uri = tracking_uri
         self.sweep = sweep
+        self.launch_id = launch_id
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._experiment(artifact_root)
         self.parent_id: str | None = None
@@ -119,7 +164,11 @@ class SweepTracker:
             run = self.client.create_run(self.experiment_id, tags=tags)
             self.parent_id = run.info.run_id
         versions = package_versions()
-        tags = {GIT_SHA_TAG: git_sha(), **{VERSION_TAG_PREFIX + k: v for k, v in versions.items()}}
+        tags = {
+            GIT_SHA_TAG: git_sha(),
+            LAUNCH_TAG: self.launch_id,
+            **{VERSION_TAG_PREFIX + k: v for k, v in versions.items()},
+        }
         self.client.log_batch(self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_artifact(self.parent_id, str(spec_path), artifact_path="spec")
         return self.parent_id
@@ -137,12 +186,14 @@ class SweepTracker:
         """Mark runs of unfinished jobs KILLED and delete them, so each job keeps one run.
 
         A run left RUNNING by a crashed driver (or FAILED earlier) would otherwise sit beside
-        the run that the retry creates. Deleted runs stay restorable in MLflow's trash.
+        the run that the retry creates. Only runs of other launches are touched: this launch
+        holds the sweep's lock, so they are dead. Deleted runs stay restorable in MLflow's trash.
         """
         stale = self.job_runs(statuses=("RUNNING", "SCHEDULED", "FAILED", "KILLED"))
         retired = 0
         for run in stale:
-            if run.data.tags.get(KEY_TAG) in keys:
+            theirs = run.data.tags.get(LAUNCH_TAG) != self.launch_id
+            if run.data.tags.get(KEY_TAG) in keys and theirs:
                 if run.info.status in ("RUNNING", "SCHEDULED"):
                     self.client.set_terminated(run.info.run_id, status="KILLED")
                 self.client.delete_run(run.info.run_id)
@@ -159,6 +210,7 @@ class SweepTracker:
             ROLE_TAG: JOB_ROLE,
             STAGE_TAG: job.stage,
             KEY_TAG: job.key,
+            LAUNCH_TAG: self.launch_id,
             RUN_NAME_TAG: job.name,
         }
         run = self.client.create_run(self.experiment_id, tags=tags)

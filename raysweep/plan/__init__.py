@@ -4,6 +4,7 @@
 - :mod:`~raysweep.plan.recipe`: the JSON config each job computes (what its key hashes)
 - :mod:`~raysweep.plan.grid`: ``make_plan``: the spec expanded stage by stage
 - :mod:`~raysweep.plan.search`: search groups and trial slots of a ``search:`` section
+- :mod:`~raysweep.plan.size`: ``count_jobs``: a plan's size from the spec alone, and its limits
 - :mod:`~raysweep.plan.describe`: the text ``raysweep plan`` prints
 """
 
@@ -11,12 +12,17 @@ from raysweep.plan.describe import describe_plan
 from raysweep.plan.grid import finetune_jobs, make_plan, pretrain_jobs, probe_jobs
 from raysweep.plan.jobs import PROTOCOL_VERSION, STAGES, Job, Plan, job_key
 from raysweep.plan.recipe import eval_epochs, finetune_config, source_axes, source_config
+from raysweep.plan.size import EVALUATIONS_PER_JOB, MAX_JOBS, count_evaluations, count_jobs
 
 __all__ = [
+    "EVALUATIONS_PER_JOB",
+    "MAX_JOBS",
     "PROTOCOL_VERSION",
     "STAGES",
     "Job",
     "Plan",
+    "count_evaluations",
+    "count_jobs",
     "describe_plan",
     "eval_epochs",
     "finetune_config",

@@ -6,6 +6,15 @@ from raysweep.plan.jobs import Plan
 from raysweep.schema import subset_label
 
 
+def block_settings(plan: Plan) -> str:
+    """How many block settings each pair fine-tunes, per target when they differ."""
+    spec = plan.spec
+    if not spec.target_blocks:
+        return f"{len(spec.blocks)} block settings"
+    exceptions = ", ".join(f"{t}: {len(b)}" for t, b in spec.target_blocks)
+    return f"{len(spec.blocks)} block settings ({exceptions})"
+
+
 def describe_plan(plan: Plan) -> str:
     """The text `raysweep plan` prints: jobs per stage, with the grid's shape, and the total."""
     spec = plan.spec
@@ -34,7 +43,7 @@ def describe_plan(plan: Plan) -> str:
     seeds_text = ", ".join(f"{k}:{v}" for k, v in seed_counts.items())
     lines.append(
         f"  finetune   {len(plan.jobs['finetune']):>7,} Ray Tune trials "
-        f"= {pairs} source→target pairs × {len(spec.blocks)} block settings × "
+        f"= {pairs} source→target pairs × {block_settings(plan)} × "
         f"seeds per subset size ({seeds_text})"
     )
     lines.append(f"  total      {plan.total:>7,} jobs")

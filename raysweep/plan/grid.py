@@ -1,13 +1,22 @@
-"""Expand a validated spec into its jobs, stage by stage: sources, probes, search, fine-tunes."""
+"""Expand a validated spec into its jobs, stage by stage: sources, probes, search, fine-tunes.
+
+``make_plan`` first checks the plan's size arithmetically (:mod:`raysweep.plan.size`), so an
+oversized spec is refused before a single job is built."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from raysweep.plan.jobs import Job, Plan, job_key
-from raysweep.plan.recipe import finetune_config, source_axes, source_config
+from raysweep.plan.recipe import (
+    attacks_config,
+    finetune_config,
+    source_axes,
+    source_config,
+    source_key_config,
+)
 from raysweep.plan.search import group_for, search_groups, search_jobs
+from raysweep.plan.size import MAX_JOBS, check_plan_size
 from raysweep.schema import subset_label
 from raysweep.spec import SweepSpec
 
@@ -16,7 +25,7 @@ def pretrain_jobs(spec: SweepSpec) -> dict[str, Job]:
     jobs: dict[str, Job] = {}
     for source in spec.sources:
         config = source_config(spec, source)
-        key = job_key("pretrain", config)
+        key = job_key("pretrain", source_key_config(config))
         verb = "load" if source.checkpoint else "train"
         jobs[source.name] = Job(
             stage="pretrain",
@@ -58,25 +67,25 @@ def probe_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
 
 
 def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
-    ft = spec.finetune
     jobs: list[Job] = []
-    if ft is None:
+    if spec.finetune is None:
         return jobs
     groups = search_groups(spec, sources)
     for source in spec.sources:
+        ft = spec.finetune_for(source)
         source_key = sources[source.name].key
         for target in spec.targets_for(source):
             for size in spec.subset_sizes:
                 rule = ft.rule_for(size)
-                for blocks in spec.blocks:
+                for blocks in spec.blocks_for(target):
                     for seed in spec.seeds_for(size):
                         config = finetune_config(
                             ft, source_key, target, size, seed, blocks, rule.eval_every
                         )
                         # Options added after the first release enter the config only when
                         # set, so that the keys of existing jobs stay what they were.
-                        if ft.eval_attack is not None:
-                            config["eval_attack"] = asdict(ft.eval_attack)
+                        if ft.eval_attacks:
+                            config["eval_attack"] = attacks_config(ft.eval_attacks)
                         if groups:  # keyed on the search, not on the values it will find
                             group = group_for(spec, groups, source.name, target, size, blocks)
                             config["search"] = group.key
@@ -101,7 +110,11 @@ def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
     return jobs
 
 
-def make_plan(spec: SweepSpec) -> Plan:
+def make_plan(spec: SweepSpec, max_jobs: int | None = MAX_JOBS) -> Plan:
+    """Every job of ``spec``, per stage; a one-line SpecError instead when the plan would hold
+    more than ``max_jobs`` jobs (None: no limit; see raysweep.plan.size)."""
+    if max_jobs is not None:
+        check_plan_size(spec, max_jobs)
     sources = pretrain_jobs(spec)
     jobs = {
         "pretrain": tuple(sources.values()),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from raysweep.spec import FinetuneSpec, SourceSpec, SweepSpec
+from raysweep.spec import EvalAttackSpec, FinetuneSpec, SourceSpec, SweepSpec
 
 
 def source_config(spec: SweepSpec, source: SourceSpec) -> dict[str, Any]:
@@ -19,14 +19,32 @@ def source_config(spec: SweepSpec, source: SourceSpec) -> dict[str, Any]:
         "dataset": source.dataset,
         "training": asdict(source.training),
     }
+    if source.training.radius is None:  # added later: absent unless used (stable keys)
+        del config["training"]["radius"]
     if source.checkpoint is not None:
         config["checkpoint"] = source.checkpoint
+        if source.checkpoint_sha256 is not None:
+            config["checkpoint_sha256"] = source.checkpoint_sha256
     else:
-        assert spec.pretrain is not None
-        config["pretrain"] = asdict(spec.pretrain)
-        if not spec.pretrain.track_information:  # added later: absent unless used (stable keys)
+        recipe = source.pretrain or spec.pretrain
+        assert recipe is not None
+        config["pretrain"] = asdict(recipe)
+        if not recipe.track_information:  # added later: absent unless used (stable keys)
             del config["pretrain"]["track_information"]
+        del config["pretrain"]["eval_attacks"]
+        config["pretrain"]["eval_attack"] = attacks_config(recipe.eval_attacks)
     return config
+
+
+def attacks_config(attacks: tuple[EvalAttackSpec, ...]) -> Any:
+    """The ``eval_attack`` entry of a job config as it has always been keyed: None, one
+    attack's dict, or (several attacks) a list; ``loss`` only when it is not cross-entropy."""
+    found = [
+        {k: v for k, v in asdict(a).items() if not (k == "loss" and v == "ce")} for a in attacks
+    ]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else found
 
 
 def source_axes(source: SourceSpec) -> dict[str, str]:
@@ -67,8 +85,18 @@ def finetune_config(
         "lr_milestones": list(rule.lr_milestones),
         "lr_decay": ft.lr_decay,
         "optimizer": asdict(ft.optimizer),
-        "augment": ft.augment,
+        "augment": ft.augment_for(target),
         "update_frozen_bn_stats": ft.update_frozen_bn_stats,
         "head_init": ft.head_init,
         "normalization": ft.normalization,
     }
+
+
+def source_key_config(config: dict[str, Any]) -> dict[str, Any]:
+    """What a source's key hashes: its config, with a checkpoint file named by its content
+    (``sha256:<hex>``) rather than its path, so moving the file keeps the key and retraining
+    it in place changes it."""
+    if "checkpoint_sha256" not in config:
+        return config
+    keyed = {k: v for k, v in config.items() if k != "checkpoint_sha256"}
+    return {**keyed, "checkpoint": f"sha256:{config['checkpoint_sha256']}"}

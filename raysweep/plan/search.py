@@ -55,7 +55,7 @@ def make_group(
 ) -> SearchGroup:
     """The base fine-tune config of a group's trials; the key also covers the search itself."""
     assert spec.search is not None and spec.finetune is not None
-    s, ft = spec.search, spec.finetune
+    s, ft = spec.search, spec.finetune_for(source)
     # Every epoch reports val/acc: ASHA's rungs and Optuna's history need it.
     config = finetune_config(ft, source_key, target, size, s.seed, blocks, eval_every=1)
     config["validation_fraction"] = s.validation_fraction
@@ -88,7 +88,7 @@ def search_groups(
     for source in spec.sources:
         for target in spec.targets_for(source):
             for size in spec.subset_sizes:
-                for blocks in spec.blocks:
+                for blocks in spec.blocks_for(target):
                     cell = (source.name, target, *group_values(spec, size, blocks))
                     if cell not in groups:
                         groups[cell] = make_group(

@@ -2,38 +2,73 @@
 
 Every problem is a :class:`~raysweep.spec.reader.SpecError` whose message is one line:
 ``file: key.path: what is wrong; what is allowed``. Nothing runs before a spec is valid.
+This module owns the file (missing, a folder, unreadable, too large, not UTF-8) and the top
+level; :mod:`~raysweep.spec.yaml_loader` owns the YAML, :mod:`~raysweep.spec.sections` the rest.
 """
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from raysweep.spec import sections
 from raysweep.spec.model import SourceSpec, SweepSpec
 from raysweep.spec.reader import Reader, SpecError
 from raysweep.spec.search import read_search
+from raysweep.spec.yaml_loader import read_yaml
+
+#: Bytes of a spec file; the largest shipped spec has 3.5 kB. Read no further than this.
+MAX_SPEC_BYTES = 1_000_000
+EXAMPLE = "give the path of a YAML file such as search_spaces/quickstart.yaml"
+
+
+def read_spec_bytes(path: Path) -> bytes:
+    """The file's bytes, or a one-line SpecError saying why it cannot be read."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise SpecError(f"{path}: is a folder, not a spec file; {EXAMPLE}")
+        if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+            raise SpecError(f"{path}: not a regular file; {EXAMPLE}")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SpecError(f"{path}: no such spec file; {EXAMPLE}") from None
+    except OSError as error:
+        raise SpecError(
+            f"{path}: cannot read the spec ({error.strerror or type(error).__name__}); check "
+            "the path and that the file and its folders are readable"
+        ) from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"{path}: larger than {MAX_SPEC_BYTES:,} bytes; a spec is a few kB of YAML: check "
+            "that this is the spec file"
+        )
+    return data
+
+
+def read_spec_text(path: Path) -> str:
+    data = read_spec_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+            "save the spec as UTF-8"
+        ) from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec; every problem raises a one-line :class:`SpecError`."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(
-            f"{path}: no such spec file; give the path of a YAML file such as "
-            "search_spaces/quickstart.yaml"
-        )
+    text = read_spec_text(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise SpecError(f"{path}: malformed YAML at {place}: {problem}; fix the syntax") from None
-    return parse_spec(raw, str(path))
+        return parse_spec(read_yaml(text, str(path)), str(path))
+    except RecursionError:  # the loader bounds depth; this guards whatever reads values later
+        raise SpecError(f"{path}: nested too deeply to read; flatten the spec") from None
+
 
 TOP_REQUIRED = ("name", "sources")
 #: The fine-tuning grid; a sweep without it only pretrains and probes.
@@ -64,11 +99,14 @@ def read_grid(r: Reader, top: Mapping[str, Any], sources: tuple[SourceSpec, ...]
             "subset_sizes": (),
             "seeds": None,
             "blocks": (),
+            "target_blocks": (),
         }
+    every_source_has_targets = all(s.targets is not None for s in sources)
     for key in GRID_KEYS:
-        if key not in top:
+        if key not in top and not (key == "targets" and every_source_has_targets):
             raise r.fail(key, "missing: a sweep with a finetune section needs it")
     finetune = sections.read_finetune(r, top["finetune"])
+    blocks, target_blocks = sections.read_grid_blocks(r, top["blocks"])
     every_target = tuple(
         dict.fromkeys(targets + tuple(t for s in sources for t in s.targets or ()))
     )
@@ -77,7 +115,8 @@ def read_grid(r: Reader, top: Mapping[str, Any], sources: tuple[SourceSpec, ...]
         "finetune": finetune,
         "subset_sizes": sections.read_subset_sizes(r, top["subset_sizes"], every_target),
         "seeds": sections.read_seeds(r, top.get("seeds"), finetune),
-        "blocks": sections.read_blocks(r, top["blocks"]),
+        "blocks": blocks,
+        "target_blocks": target_blocks,
     }
 
 
@@ -85,11 +124,11 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     """Validate an already-parsed YAML document."""
     r = Reader(source)
     top = r.mapping(raw, "top level", required=TOP_REQUIRED, optional=TOP_OPTIONAL)
-    name = r.text(top["name"], "name")
-    if not all(c.isalnum() or c in "-_." for c in name):
-        raise r.fail("name", f"{name!r} may only contain letters, digits, '-', '_' and '.'")
-    sources = sections.read_sources(r, top["sources"])
-    needs_training = any(s.checkpoint is None for s in sources)
+    name = r.name(top["name"], "name")
+    sources = sections.read_sources(r, top["sources"], top.get("pretrain"), top.get("finetune"))
+    if any(s.finetune is not None for s in sources) and "finetune" not in top:
+        raise r.fail("finetune", "missing: sources with their own finetune changes need it")
+    needs_training = any(s.checkpoint is None and s.pretrain is None for s in sources)
     if needs_training and "pretrain" not in top:
         raise r.fail("pretrain", "missing: sources without a checkpoint need a pretrain section")
     pretrain = sections.read_pretrain(r, top["pretrain"]) if "pretrain" in top else None

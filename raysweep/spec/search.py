@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from raysweep.spec.reader import Reader
+from raysweep.spec.model import MAX_EPOCHS
+from raysweep.spec.reader import Reader, clip
 
 #: Where each tunable hyperparameter lives in a fine-tune job's config.
 PARAM_PATHS: dict[str, tuple[str, ...]] = {
@@ -35,7 +36,7 @@ PARAM_RANGES: dict[str, tuple[float, float, bool]] = {
     "weight_decay": (0.0, float("inf"), False),
     "momentum": (0.0, 1.0, False),
     "batch_size": (1, float("inf"), False),
-    "epochs": (1, float("inf"), False),
+    "epochs": (1, MAX_EPOCHS, False),
     "lr_decay": (0.0, 1.0, False),
     "label_smoothing": (0.0, 0.99, False),
 }
@@ -96,7 +97,9 @@ class SearchSpec:
 
 def read_param(r: Reader, name: str, raw: Any, where: str) -> ParamSpec:
     if name not in PARAM_PATHS:
-        raise r.fail(where, f"unknown hyperparameter '{name}'; allowed: {', '.join(PARAM_PATHS)}")
+        raise r.fail(
+            where, f"unknown hyperparameter '{clip(name, 60)}'; allowed: {', '.join(PARAM_PATHS)}"
+        )
     d = r.mapping(raw, where, required=("distribution",), optional=("low", "high", "values", "log"))
     kind = r.choice(d["distribution"], f"{where}.distribution", DISTRIBUTIONS)
     low_bound, high_bound, strict = PARAM_RANGES[name]
@@ -104,7 +107,8 @@ def read_param(r: Reader, name: str, raw: Any, where: str) -> ParamSpec:
 
     def value(v: Any, at: str) -> float:
         if integer:
-            return float(r.integer(v, at, minimum=int(low_bound)))
+            top = None if high_bound == float("inf") else int(high_bound)
+            return float(r.integer(v, at, minimum=int(low_bound), maximum=top))
         number = r.number(v, at, minimum=low_bound, strict_minimum=strict)
         if number > high_bound:
             raise r.fail(at, f"must be <= {high_bound:g} for {name}, got {number:g}")

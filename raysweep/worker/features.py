@@ -24,18 +24,19 @@ When the cache is NOT used (the trial computes its prefix itself, see
 Concurrency: trials that need the same features at the same moment take an exclusive
 ``fcntl`` lock on ``<key>.lock``; the first computes and writes (temporary file, then
 ``os.replace``), the others wait and then read. A crash leaves no partial ``.pt``.
+
+Integrity: ``<key>.json`` beside each file records its sha256; a file that does not match (a
+flipped bit, a file from before checksums) is recomputed, never read.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from raysweep.models.net import TransferNet
-from raysweep.store import Store
+from raysweep.store import Store, exclusive, sha256_file, write_json_atomic
 from raysweep.train.attacks import eval_mode
 
 #: Bump when the meaning of stored features changes (a new prepare, a new pooling, ...).
@@ -107,18 +108,6 @@ def compute_features(
     return torch.cat(parts)
 
 
-@contextlib.contextmanager
-def exclusive(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held for the block (blocks until other holders release)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def write_tensor_atomic(path: Path, payload: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,15 +146,40 @@ def stored_features(
     """
     key = feature_key(source_key, target, split, model)
     path = store.features(key)
-    if path.is_file():
+    if features_intact(path):
         return load_features(str(path)), True
     with exclusive(path.with_suffix(".lock")):
-        if path.is_file():  # another trial wrote it while we waited for the lock
+        if features_intact(path):  # another trial wrote it while we waited for the lock
             return load_features(str(path)), True
         features = compute_features(model, images, prepare)
         meta = {"key": key, "source_key": source_key, "target": target, "split": split}
         write_tensor_atomic(path, {"features": features, "meta": meta, "n": len(images)})
+        write_json_atomic(record_of(path), {**meta, "sha256": sha256_file(path)})
     return features, False
+
+
+def record_of(path: Path) -> Path:
+    """The sidecar record of a feature file: its sha256 and what it holds."""
+    return path.with_suffix(".json")
+
+
+def features_intact(path: Path) -> bool:
+    """Whether a feature file exists and matches its record's sha256 (else it is recomputed:
+    features are derived data). Checked once per process and file version."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return False
+    return _matches_record(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _matches_record(path: str, mtime_ns: int, size: int) -> bool:
+    try:
+        expected = json.loads(record_of(Path(path)).read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return sha256_file(Path(path)) == expected
 
 
 def head_inputs(

@@ -37,13 +37,13 @@ from raysweep.protocol import (
     mark_done,
     node_identity,
 )
-from raysweep.store import write_json_atomic
+from raysweep.store import StoreError
 from raysweep.train.common import ScheduleConfig
 from raysweep.train.finetuning import finetune
 from raysweep.worker import features
 from raysweep.worker.inputs import (
-    attack_config,
     cached_source,
+    eval_attacks,
     injected_faults,
     make_augment,
     make_prepare,
@@ -83,7 +83,7 @@ def speed_settings(
 
 #: Failures that a retry cannot fix: reported as the job's result (the run becomes FAILED with
 #: the reason), never raised, so Tune does not spend its retries — kept for lost nodes — on them.
-JOB_ERRORS = (FloatingPointError, FileNotFoundError, CheckpointError)
+JOB_ERRORS = (FloatingPointError, FileNotFoundError, CheckpointError, StoreError)
 
 
 def finetune_job(
@@ -105,12 +105,10 @@ def run_finetune(
     saved = TrialState(folder, ctx.checkpoint_every_s)
     state, reported = saved.load()
     store = ctx.store
-    source = cached_source(str(store.checkpoint(job["source_key"])))
+    source = cached_source(store, job["source_key"])
     train = cached_dataset(job["target"], "train", ctx.data_root, ctx.download)
     indices = sample_subset(train.labels, job["subset_size"], job["seed"], train.info.num_classes)
-    subset_file = store.subset(job["target"], job["subset_size"], job["seed"])
-    if not subset_file.is_file():
-        write_json_atomic(subset_file, {"indices": [int(i) for i in indices]})
+    store.write_subset(job["target"], job["subset_size"], job["seed"], [int(i) for i in indices])
     model, autocast = speed_settings(prepare_target_model(source, job, job["target"]), ctx)
     prepare = make_prepare(model)
     index, eval_x, eval_y, cached = evaluation_data(job, ctx, model, train, indices, prepare)
@@ -147,7 +145,7 @@ def run_finetune(
             on_eval=on_eval,
             cached_inputs=cached,
             label_smoothing=job.get("label_smoothing", 0.0),
-            eval_attack=attack_config(job.get("eval_attack")),
+            eval_attacks=eval_attacks(job.get("eval_attack")),
             state=state,
             on_epoch_end=saved.maybe_save,
         )

@@ -18,6 +18,7 @@ import torch
 from raysweep.data import augment_batch, to_model_input
 from raysweep.models import TransferNet
 from raysweep.models.checkpoints import load_checkpoint
+from raysweep.store import Store
 from raysweep.train.attacks import PGDConfig
 from raysweep.train.common import OptimConfig
 from raysweep.train.kinds import TrainingKind, make_training_kind
@@ -25,8 +26,13 @@ from raysweep.train.kinds import TrainingKind, make_training_kind
 NAN_KEYS_ENV = "RAYSWEEP_NAN_KEYS"
 
 
+def cached_source(store: Store, key: str) -> TransferNet:
+    """Source ``key`` from the store, its sha256 checked against its record once per process."""
+    return _load_source(str(store.verified_checkpoint(key)))
+
+
 @functools.lru_cache(maxsize=4)
-def cached_source(path: str) -> TransferNet:
+def _load_source(path: str) -> TransferNet:
     model, _ = load_checkpoint(Path(path))
     return model
 
@@ -42,6 +48,7 @@ def make_augment(kind: str) -> Callable[[torch.Tensor, torch.Generator], torch.T
 
 
 def attack_config(raw: dict[str, Any] | None) -> PGDConfig | None:
+    """A job's attack dict (``loss`` only on evaluation attacks, ``ce`` when absent)."""
     if raw is None:
         return None
     return PGDConfig(
@@ -50,7 +57,16 @@ def attack_config(raw: dict[str, Any] | None) -> PGDConfig | None:
         steps=raw["steps"],
         step_size=raw["step_size"],
         random_start=raw["random_start"],
+        objective=raw.get("loss", "ce"),
     )
+
+
+def eval_attacks(raw: dict[str, Any] | list[dict[str, Any]] | None) -> tuple[PGDConfig, ...]:
+    """A job's ``eval_attack`` entry: none, one attack, or a list of them."""
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    return tuple(a for a in map(attack_config, items) if a is not None)
 
 
 def injected_faults() -> set[str]:
@@ -76,7 +92,7 @@ def training_kind(raw: dict[str, Any]) -> TrainingKind:
     params: dict[str, Any] = {}
     if raw.get("attack") is not None:
         params["attack"] = attack_config(raw["attack"])
-    for name in ("sigma", "beta"):
+    for name in ("sigma", "beta", "radius"):
         if raw.get(name) is not None:
             params[name] = raw[name]
     return make_training_kind(raw["kind"], **params)

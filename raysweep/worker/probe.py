@@ -15,7 +15,7 @@ def probe_task(
     """Ray task body: run the job's probe on its source checkpoint; say which node ran it."""
     result = run_probe(
         job["probe"],
-        str(ctx.store.checkpoint(job["source_key"])),
+        str(ctx.store.verified_checkpoint(job["source_key"])),
         source,
         job.get("target"),
         out_dir,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,11 +20,11 @@ from raysweep.models import TransferNet, build_model
 from raysweep.models.checkpoints import save_checkpoint
 from raysweep.models.published import load_source
 from raysweep.protocol import WorkerContext, node_identity
-from raysweep.store import write_json_atomic
+from raysweep.store import Store, StoreError, exclusive, sha256_file, write_json_atomic
 from raysweep.train.common import ScheduleConfig
 from raysweep.train.loop import mean_loss, pretrain
 from raysweep.worker.inputs import (
-    attack_config,
+    eval_attacks,
     make_augment,
     make_prepare,
     optim_config,
@@ -38,17 +39,48 @@ def pretrain_task(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[
 
 
 def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
-    """Train (or load) one source model into the store; reuse it if it is already there.
+    """Train (or import) one source model into the store; reuse it if it is already there.
 
-    Returns the record: per-epoch metrics history, final metrics, seconds, and ``reused``.
+    Builders of one key take the store's lock for it, so two sweeps that need the same source
+    at once train it once: the second waits, then reuses it. A stored checkpoint whose sha256
+    no longer matches its record is rebuilt. Returns the record: per-epoch metrics history,
+    final metrics, seconds, the checkpoint's sha256, and ``reused``.
     """
     torch.set_num_threads(ctx.threads)
     store = ctx.store
-    record = store.read_record(key)
-    if record is not None:
-        return {**record, "reused": True}
+    with exclusive(store.lock(key)):
+        record = store.read_record(key)
+        if record is not None and checkpoint_intact(store, key, record):
+            return {**record, "reused": True}
+        build = import_source if "checkpoint" in config else train_source
+        model, record = build(key, config, ctx)
+        save_checkpoint(store.checkpoint(key), model, checkpoint_meta(key, config))
+        record["sha256"] = sha256_file(store.checkpoint(key))
+        write_json_atomic(store.record(key), record)
+    return {**record, "reused": False}
+
+
+def checkpoint_intact(store: Store, key: str, record: dict[str, Any]) -> bool:
+    """Whether a stored checkpoint matches its record's sha256; a record from before checksums
+    gets one now (trust on first use)."""
+    actual = sha256_file(store.checkpoint(key))
+    if "sha256" not in record:
+        record["sha256"] = actual
+        write_json_atomic(store.record(key), record)
+    return record["sha256"] == actual
+
+
+def checkpoint_meta(key: str, config: dict[str, Any]) -> dict[str, Any]:
+    meta = {"key": key, "source": config["source"]}
     if "checkpoint" in config:
-        return import_source(key, config, ctx)
+        meta["imported_from"] = config["checkpoint"]
+    return meta
+
+
+def train_source(
+    key: str, config: dict[str, Any], ctx: WorkerContext
+) -> tuple[TransferNet, dict[str, Any]]:
+    """Pretrain a source as its spec says: natural or adversarial, with per-epoch history."""
     started = time.monotonic()
     info = dataset_info(config["dataset"])
     model = build_model(config["architecture"], info.num_classes, info.mean, info.std)
@@ -77,19 +109,28 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
         prepare=make_prepare(model),
         augment=make_augment(p["augment"]),
         seed=p["seed"],
-        eval_attack=attack_config(p["eval_attack"]),
+        eval_attacks=eval_attacks(p["eval_attack"]),
         on_epoch=on_epoch,
     )
-    record = {
+    seconds = time.monotonic() - started
+    return model, source_record(key, config, seconds, history=history, final=final)
+
+
+def source_record(
+    key: str,
+    config: dict[str, Any],
+    seconds: float,
+    history: list[dict[str, Any]] | None = None,
+    final: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The JSON record kept beside a checkpoint (the driver logs it on the source's run)."""
+    return {
         "key": key,
-        "history": history,
-        "final": final,
-        "seconds": time.monotonic() - started,
+        "history": history or [],
+        "final": final or {},
+        "seconds": seconds,
         "config": config,
     }
-    save_checkpoint(store.checkpoint(key), model, {"key": key, "source": config["source"]})
-    write_json_atomic(store.record(key), record)
-    return {**record, "reused": False}
 
 
 def information_probe(
@@ -120,21 +161,21 @@ def information_probe(
     return measure
 
 
-def import_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
-    """Load a published or local checkpoint and keep it in the store in raysweep's format."""
+def import_source(
+    key: str, config: dict[str, Any], ctx: WorkerContext
+) -> tuple[TransferNet, dict[str, Any]]:
+    """Load a published or local checkpoint, to be kept in the store in raysweep's format.
+
+    A local file must still be the one the sweep was planned with (its key is its sha256)."""
     started = time.monotonic()
+    planned = config.get("checkpoint_sha256")
+    if planned is not None and sha256_file(Path(config["checkpoint"]).expanduser()) != planned:
+        raise StoreError(
+            f"checkpoint file {config['checkpoint']} changed since the sweep was planned; "
+            "relaunch the spec: a new file is a new source (new keys)"
+        )
     info = dataset_info(config["dataset"])
     model = load_source(
         config["checkpoint"], config["architecture"], info.mean, info.std, ctx.data_root
     )
-    record = {
-        "key": key,
-        "history": [],
-        "final": {},
-        "seconds": time.monotonic() - started,
-        "config": config,
-    }
-    meta = {"key": key, "source": config["source"], "imported_from": config["checkpoint"]}
-    save_checkpoint(ctx.store.checkpoint(key), model, meta)
-    write_json_atomic(ctx.store.record(key), record)
-    return {**record, "reused": False}
+    return model, source_record(key, config, time.monotonic() - started)
