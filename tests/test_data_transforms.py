@@ -62,7 +62,7 @@ def test_bad_input_raises() -> None:
         to_model_input(_uint8((3, 4, 4)), 4, 3)
 
 
-@pytest.mark.parametrize("kind", ["none", "flip_crop", "crop_rotate"])
+@pytest.mark.parametrize("kind", ["none", "flip_crop", "crop_rotate15", "crop_flip_jitter_rotate2"])
 def test_augment_shape_range_and_determinism(kind: str) -> None:
     x = torch.rand((16, 3, 32, 32), generator=torch.Generator().manual_seed(1))
     a = augment_batch(x, kind, torch.Generator().manual_seed(5))
@@ -99,12 +99,30 @@ def test_flip_crop_is_a_shifted_possibly_mirrored_copy() -> None:
 def test_crop_rotate_without_shift_keeps_the_centre() -> None:
     # A constant image rotated by <= 15 degrees and shifted by <= 4 px keeps its centre pixels.
     x = torch.full((8, 3, 32, 32), 0.6)
-    out = augment_batch(x, "crop_rotate", torch.Generator().manual_seed(0))
+    out = augment_batch(x, "crop_rotate15", torch.Generator().manual_seed(0))
     assert torch.allclose(out[:, :, 12:20, 12:20], torch.full((8, 3, 8, 8), 0.6), atol=1e-5)
     assert (out < 0.59).any()  # zeros came in from outside
 
 
 def test_unknown_augmentation_lists_valid() -> None:
     x = torch.rand((1, 3, 4, 4))
-    with pytest.raises(ValueError, match="valid: none, flip_crop, crop_rotate"):
+    with pytest.raises(ValueError, match="valid: none, flip_crop, crop_rotate15, crop_flip_jitter"):
         augment_batch(x, "mixup", torch.Generator())
+
+
+def test_utrera_recipe_jitters_brightness_and_rotates_by_at_most_2_degrees() -> None:
+    """The authors' recipe on a constant grey image: contrast and saturation leave it alone,
+    brightness scales it by f ~ U[0.75, 1.25], and a ±2° rotation with a ≤ 4 px shift leaves
+    the centre untouched."""
+    x = torch.full((256, 3, 32, 32), 0.5)
+    out = augment_batch(x, "crop_flip_jitter_rotate2", torch.Generator().manual_seed(0))
+    centre = out[:, :, 8:24, 8:24]
+    level = centre.mean(dim=(1, 2, 3))
+    assert torch.allclose(centre, level.view(-1, 1, 1, 1).expand_as(centre), atol=1e-5)
+    assert 0.5 * 0.75 - 1e-6 <= float(level.min()) and float(level.max()) <= 0.5 * 1.25 + 1e-6
+    assert float(level.max() - level.min()) > 0.2  # the brightness really varies
+    rotated = augment_batch(
+        torch.full((64, 3, 32, 32), 0.5), "crop_rotate15", torch.Generator().manual_seed(0)
+    )
+    # A 2° rotation moves a corner by < 1 px; 15° by several: fewer zeros come in.
+    assert (out[:, 0] == 0).float().mean() < (rotated[:, 0] == 0).float().mean()

@@ -52,7 +52,7 @@ def source() -> TransferNet:
     pretrain(
         model, x, y, x[:32], y[:32], kind=make_training_kind("natural"),
         optim=OptimConfig(lr=0.05, batch_size=32), schedule=ScheduleConfig(epochs=2),
-        prepare=prepare, augment=None, seed=0, eval_attack=None,
+        prepare=prepare, augment=None, seed=0,
     )  # fmt: skip
     replace_head(model, 4, init="default", seed=1)
     return model
@@ -158,7 +158,7 @@ def test_adversarial_test_accuracy_is_logged_at_evaluation_epochs(source: Transf
         return PGDConfig("linf", eps=eps, steps=3, step_size=default_step_size(eps, 3))
 
     seen: list[tuple[int, dict[str, float]]] = []
-    attacked = run(copy.deepcopy(source), eval_attack=pgd(0.01),
+    attacked = run(copy.deepcopy(source), eval_attacks=(pgd(0.01),),
                    on_eval=lambda e, m: seen.append((e, m)))  # fmt: skip
     clean = run(copy.deepcopy(source))
     assert [e for e, _ in seen] == [1, 3, 4]
@@ -167,7 +167,21 @@ def test_adversarial_test_accuracy_is_logged_at_evaluation_epochs(source: Transf
     assert attacked["adv/acc"] < attacked["test/acc"]  # measured 84.4 % vs 96.9 %
     # The attack draws from its own generator: training is exactly the clean run's.
     assert {k: v for k, v in attacked.items() if k != "adv/acc"} == clean
-    stronger = run(copy.deepcopy(source), eval_attack=pgd(0.03))
+    stronger = run(copy.deepcopy(source), eval_attacks=(pgd(0.03),))
     assert stronger["adv/acc"] < attacked["adv/acc"]  # measured 64.1 %
-    zero = run(copy.deepcopy(source), eval_attack=pgd(0.0))
+    zero = run(copy.deepcopy(source), eval_attacks=(pgd(0.0),))
     assert zero["adv/acc"] == zero["test/acc"]  # no perturbation: the clean accuracy
+
+
+def test_a_cw_evaluation_attack_is_its_own_metric(source: TransferNet) -> None:
+    """The CCKL paper evaluates PGD and CW (PGD on the margin max_{j≠y} z_j − z_y)."""
+    steps = 3
+    ce = PGDConfig("linf", eps=0.03, steps=steps, step_size=default_step_size(0.03, steps))
+    cw = PGDConfig("linf", 0.03, steps, ce.step_size, objective="cw")
+    both = run(copy.deepcopy(source), eval_attacks=(ce, cw))
+    only_ce = run(copy.deepcopy(source), eval_attacks=(ce,))
+    assert cw.metric == "adv/acc_cw" and ce.metric == "adv/acc"
+    assert both["adv/acc"] == only_ce["adv/acc"]  # each attack seeded alike, independent
+    assert both["adv/acc_cw"] < both["test/acc"]
+    with pytest.raises(ValueError, match="unknown attack objective 'banana'"):
+        PGDConfig("linf", 0.03, 3, 0.01, objective="banana")

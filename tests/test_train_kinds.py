@@ -106,7 +106,7 @@ def _pretrain(kind_name: str, epochs: int, **params: float) -> tuple[list[dict[s
         model, x, y, tx, ty, kind=make_training_kind(kind_name, **params),
         optim=OptimConfig(lr=0.05, batch_size=64), schedule=ScheduleConfig(epochs, (epochs - 1,)),
         prepare=prepare, augment=None, seed=0,
-        eval_attack=PGDConfig("linf", eps, 5, default_step_size(eps, 5)),
+        eval_attacks=(PGDConfig("linf", eps, 5, default_step_size(eps, 5)),),
         on_epoch=lambda e, m: history.append({"epoch": e, **m}),
     )  # fmt: skip
     return history, before
@@ -145,5 +145,19 @@ def test_non_finite_loss_stops_pretraining() -> None:
         pretrain(
             model, x, y, x[:8], y[:8], kind=make_training_kind("natural"),
             optim=OptimConfig(lr=0.1, batch_size=32), schedule=ScheduleConfig(5),
-            prepare=poisoned, augment=None, seed=0, eval_attack=None,
+            prepare=poisoned, augment=None, seed=0,
         )  # fmt: skip
+
+
+def test_gaussian_noise_on_the_sphere_of_its_radius() -> None:
+    """Utrera et al.'s Gaussian source (A.10): a N(0, I) direction at ‖δ‖₂ = 3."""
+    from raysweep.train.kinds import gaussian_noise
+
+    x = torch.rand(8, 3, 16, 16)
+    gen = torch.Generator().manual_seed(0)
+    on_sphere = gaussian_noise(make_training_kind("gaussian", radius=3.0), x, gen)
+    assert torch.allclose(on_sphere.flatten(1).norm(dim=1), torch.full((8,), 3.0), atol=1e-4)
+    plain = gaussian_noise(make_training_kind("gaussian", sigma=0.5), x, gen)
+    assert 0.45 < float(plain.std()) < 0.55  # σ·N(0, I): no rescaling
+    with pytest.raises(ValueError, match="sigma and radius must be >= 0"):
+        make_training_kind("gaussian", radius=-1.0)

@@ -1,7 +1,8 @@
 """Static facts of every registered dataset that needs no generation: torch-free.
 
 The driver validates and plans sweeps from these (``raysweep.data.dataset_info``) and must
-not import torch; the loaders in ``files.py`` and ``variants.py`` read the same tables.
+not import torch; the loaders in ``files.py``, ``finegrained.py`` and ``variants.py`` read the
+same tables.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ def _info(
     return DatasetInfo(name, classes, channels, size, mean, std, train, builtin=False)
 
 
+def _fine_grained(*entries: tuple[str, int, int]) -> dict[str, DatasetInfo]:
+    """(name, classes, train size) -> 224 px RGB entries with ImageNet statistics."""
+    return {
+        name: _info(name, classes, 3, FOLDER_CROP, _IMAGENET_MEAN, _IMAGENET_STD, train)
+        for name, classes, train in entries
+    }
+
+
 # Published training-split statistics. CIFAR stds are the per-pixel population std
 # (0.2470 ..., not the often-quoted mean-of-per-image 0.2023 ...). Caltech101 (30 training
 # images x 101 classes, Utrera et al. 2021 §5) and Stylized-ImageNet are fed to ImageNet models
@@ -44,6 +53,31 @@ FILE_INFOS: dict[str, DatasetInfo] = {
     "caltech101": _info("caltech101", 101, 3, FOLDER_CROP, _IMAGENET_MEAN, _IMAGENET_STD, 3_030),
     "stylized_imagenet": _info(
         "stylized_imagenet", 1000, 3, FOLDER_CROP, _IMAGENET_MEAN, _IMAGENET_STD, 1_281_167
+    ),
+    # Terzi et al.'s fine-grained and scene targets (Table 4), read from their official archives
+    # by ``finegrained.py``. The paper fine-tunes ImageNet sources on them, so they are fed with
+    # ImageNet statistics like Caltech101. Train sizes are the published train splits: Aircraft
+    # "trainval" (train + val), Flowers-102 train + val (1,020 + 1,020), Indoor-67's 80 x 67.
+    **_fine_grained(
+        ("aircraft", 100, 6_667),
+        ("birds", 200, 5_994),
+        ("cars", 196, 8_144),
+        ("dogs", 120, 12_000),
+        ("flowers", 102, 2_040),
+        ("indoor", 67, 5_360),
+    ),
+    # CINIC-10 minus its CIFAR-10 images (Terzi Table 5, "CINIC-IMAGENET"). CINIC-10 has 90,000
+    # images per split, 20,000 of them CIFAR-10's (its 60,000 split evenly), so 70,000 of each
+    # split come from ImageNet. Mean/std are CINIC-10's published ones, over all of its train
+    # images (CIFAR ones included): the ImageNet-only statistics are not published.
+    "cinic10_imagenet": _info(
+        "cinic10_imagenet",
+        10,
+        3,
+        32,
+        (0.47889522, 0.47227842, 0.43047404),
+        (0.24205776, 0.23828046, 0.25874835),
+        70_000,
     ),
 }
 

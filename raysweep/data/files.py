@@ -1,6 +1,7 @@
 """File-backed datasets: torchvision's on-disk formats and ImageFolder trees, read into memory.
 
-On-disk layouts are torchvision's own, so an existing torchvision data folder works as is:
+On-disk layouts are torchvision's own, so an existing torchvision data folder works as is
+(the fine-grained targets, read from their official archives, are in ``finegrained.py``):
 
 - ``cifar10``/``cifar100``: ``<root>/cifar-10-batches-py/data_batch_1..5, test_batch`` and
   ``<root>/cifar-100-python/train, test`` (python pickles of {"data": uint8 [N, 3072],
@@ -12,6 +13,10 @@ On-disk layouts are torchvision's own, so an existing torchvision data folder wo
 - ``imagenet``/``caltech101``/``stylized_imagenet``: ``<root>/<name>/train/<class>/*.jpg|png``
   and ``<root>/<name>/val/...`` (or ``test/``), class index = rank of the folder name among
   the *train* folders (so a val tree missing a class keeps the same indices).
+- ``aircraft``, ``birds``, ``cars``, ``dogs``, ``flowers``, ``indoor``, ``cinic10_imagenet``:
+  the official archives extracted under ``<root>/`` (``fgvc-aircraft-2013b/``, ``CUB_200_2011/``,
+  ``stanford_cars/``, ``stanford_dogs/``, ``flowers-102/``, ``indoorCVPR_09/``, ``CINIC-10/``);
+  layouts, splits and class indices in ``finegrained.py``, which this module dispatches to.
 
 Integrity. With ``download=False`` torchvision's CIFAR and SVHN classes refuse any file whose
 md5 differs from the published archive's, which rules out re-packed subsets and the tiny
@@ -24,7 +29,8 @@ archives and its parsed arrays are used directly. MNIST-family files are only ch
 presence by torchvision, so its class is used in both cases.
 
 ImageFolder splits are decoded with PIL, converted to RGB, resized to 256 on the shorter side
-and centre-cropped to 224 (the ImageNet evaluation recipe), kept as uint8. The whole split is
+and centre-cropped to 224 (the ImageNet evaluation recipe, ``finegrained.decode_folder_images``,
+shared with the fine-grained targets), kept as uint8. The whole split is
 held in memory (N x 150 KB): use these loaders on folders of a few thousand images (Caltech101,
 subsets of ImageNet), not on the 1.28 M-image ImageNet training set.
 """
@@ -38,10 +44,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-import torchvision.transforms.functional as TF
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
-from raysweep.data.catalog import FILE_INFOS, FOLDER_CROP, FOLDER_RESIZE
+from raysweep.data.catalog import FILE_INFOS
+from raysweep.data.finegrained import (
+    DOWNLOADABLE,
+    FINEGRAINED,
+    decode_folder_images,
+    load_finegrained,
+)
 from raysweep.data.info import ArrayDataset
 
 _CIFAR = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
@@ -51,6 +62,15 @@ _MNIST = {
     "kmnist": torchvision.datasets.KMNIST,
 }
 _FOLDERS = ("imagenet", "caltech101", "stylized_imagenet")
+# Datasets ``download: true`` can fetch; the no-data_root error offers it only for these.
+_DOWNLOADABLE = frozenset({*_CIFAR, *_MNIST, "svhn", *DOWNLOADABLE})
+
+# Every catalog name needs a loader here (the catalog is torch-free and cannot check it).
+_UNHANDLED = set(FILE_INFOS) ^ {*_CIFAR, *_MNIST, "svhn", *_FOLDERS, *FINEGRAINED}
+if _UNHANDLED:
+    raise ImportError(
+        f"raysweep.data.catalog.FILE_INFOS and the loaders disagree: {sorted(_UNHANDLED)}"
+    )
 
 
 def missing_files(name: str, folder: Path | str, downloadable: bool) -> FileNotFoundError:
@@ -73,7 +93,7 @@ def load_file_dataset(
         raise FileNotFoundError(
             f"dataset '{name}' is read from files but no data_root was given; set data_root: to "
             "the folder holding it"
-            + ("" if name in _FOLDERS else " (download: true fetches it there)")
+            + (" (download: true fetches it there)" if name in _DOWNLOADABLE else "")
         )
     root = Path(data_root).expanduser()
     train = split == "train"
@@ -83,6 +103,8 @@ def load_file_dataset(
         images, labels = _load_mnist(name, root, train, download)
     elif name == "svhn":
         images, labels = _load_svhn(root, split, download)
+    elif name in FINEGRAINED:
+        images, labels = load_finegrained(name, root, split, download)
     else:
         images, labels = _load_folder(name, root, split)
     return ArrayDataset(images=images, labels=labels, info=FILE_INFOS[name])
@@ -184,9 +206,6 @@ def _load_folder(name: str, root: Path, split: str) -> tuple[torch.Tensor, torch
     )
     if not samples:
         raise missing_files(name, split_dir, downloadable=False)
-    images = torch.empty((len(samples), 3, FOLDER_CROP, FOLDER_CROP), dtype=torch.uint8)
-    for i, (path, _) in enumerate(samples):
-        img = TF.resize(default_loader(path), FOLDER_RESIZE)
-        images[i] = TF.pil_to_tensor(TF.center_crop(img, FOLDER_CROP))
+    images = decode_folder_images([path for path, _ in samples])
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
     return images, labels

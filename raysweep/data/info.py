@@ -15,9 +15,11 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-#: Train-time batch augmentations (:func:`raysweep.data.transforms.augment_batch`); specs
-#: validate ``augment:`` against them without torch.
-AUGMENTATIONS: tuple[str, ...] = ("none", "flip_crop", "crop_rotate")
+#: Train-time batch augmentations (:func:`raysweep.data.transforms.augment_batch`), each named
+#: for what it does; specs validate ``augment:`` against them without torch.
+AUGMENTATIONS: tuple[str, ...] = ("none", "flip_crop", "crop_rotate15", "crop_flip_jitter_rotate2")
+#: Names a recipe had before (a spec using one is told the new name).
+RENAMED_AUGMENTATIONS: dict[str, str] = {"crop_rotate": "crop_rotate15"}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The dataset registry: one name -> one DatasetInfo and one loader.
 
 Built-ins (``shapes``, ``shapes_outline``, ``textures``, ``digits``) need no files; the
-others are read from ``data_root`` in torchvision's layouts (see ``files.py``). Variants
+others are read from ``data_root`` in torchvision's layouts or, for the fine-grained targets,
+their official archives' (see ``files.py``, ``finegrained.py``). Variants
 (``caltech101_lowres``, ``caltech101_lowpass``; see ``variants.py``) load their base dataset and
 transform its images; they keep the base's facts (classes, size, statistics) under their name.
 

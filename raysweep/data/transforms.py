@@ -15,7 +15,13 @@ from raysweep.data.info import AUGMENTATIONS
 
 # Standard CIFAR augmentation pads 4 pixels of zeros before the random 32x32 crop.
 CROP_PADDING = 4
-MAX_ROTATION_DEGREES = 15.0
+#: The ±15° rotation raysweep used for Utrera et al.'s "random cropping and rotation" before
+#: their code was read; kept as the named recipe ``crop_rotate15``.
+WIDE_ROTATION_DEGREES = 15.0
+#: Utrera et al.'s code (tools/transforms.py of utrerf/robust_transfer_learning):
+#: RandomCrop(padding=4), RandomHorizontalFlip, ColorJitter(.25, .25, .25), RandomRotation(2).
+JITTER = 0.25
+SMALL_ROTATION_DEGREES = 2.0
 
 # ITU-R BT.601 luma, the weights torchvision's rgb_to_grayscale uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -64,9 +70,15 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> tor
     - ``"flip_crop"``: the standard CIFAR recipe: horizontal flip with probability 1/2, then a
       random H x W crop of the image zero-padded by 4 pixels, i.e. out[i, j] = x[i + dy, j + dx]
       with integer dy, dx ~ U{-4..4} and zeros outside.
-    - ``"crop_rotate"``: random crop (the same integer shift) and rotation by θ ~ U[-15°, 15°]
-      (Utrera et al. 2021, A.3: "random cropping and rotation"), composed into one affine map
-      per image and applied with ``affine_grid``/``grid_sample`` (bilinear, zeros outside).
+    - ``"crop_rotate15"``: random crop (the same integer shift) and rotation by θ ~ U[-15°, 15°],
+      composed into one affine map per image and applied with ``affine_grid``/``grid_sample``
+      (bilinear, zeros outside). A reading of Utrera et al. 2021, A.3 ("random cropping and
+      rotation") that their code does not follow; kept for sweeps that used it.
+    - ``"crop_flip_jitter_rotate2"``: Utrera et al.'s code: the crop above, a horizontal flip
+      with probability 1/2, colour jitter (brightness, contrast and saturation factors each
+      ~ U[0.75, 1.25], applied in that order; torchvision draws the order at random) and a
+      rotation θ ~ U[-2°, 2°] composed with the crop. Their code applies it to RGB targets only
+      (MNIST-family targets get none): ``finetune.augment`` can say so per target.
 
     All randomness comes from ``generator`` (which must live on ``x.device``), so the same
     generator state gives the same batch. Output stays in [0, 1].
@@ -81,7 +93,37 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> tor
         return x
     if kind == "flip_crop":
         return _random_crop(_random_flip(x, generator), CROP_PADDING, generator)
-    return _crop_rotate(x, CROP_PADDING, MAX_ROTATION_DEGREES, generator)
+    if kind == "crop_rotate15":
+        return _crop_rotate(x, CROP_PADDING, WIDE_ROTATION_DEGREES, generator)
+    jittered = _colour_jitter(_random_flip(x, generator), JITTER, generator)
+    return _crop_rotate(jittered, CROP_PADDING, SMALL_ROTATION_DEGREES, generator)
+
+
+def _colour_jitter(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's ColorJitter(b, c, s) with b = c = s = ``strength``, per image:
+
+    brightness x·f_b; contrast (x − m)·f_c + m with m the mean grey level of the image;
+    saturation g + (x − g)·f_s with g the grey image (BT.601 luma); each f ~ U[1 − s, 1 + s],
+    clamped to [0, 1] after each step as torchvision does. Saturation leaves grey images as
+    they are."""
+    n = x.shape[0]
+    draws = torch.rand(3, n, 1, 1, 1, generator=generator, device=x.device)
+    factors = 1 + (draws * 2 - 1) * strength
+    out = (x * factors[0]).clamp_(0.0, 1.0)
+    mean = _grey(out).mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - mean) * factors[1] + mean).clamp_(0.0, 1.0)
+    if out.shape[1] == 3:
+        grey = _grey(out)
+        out = (grey + (out - grey) * factors[2]).clamp_(0.0, 1.0)
+    return out
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """[N, 1, H, W] BT.601 luma of an RGB batch (the batch itself if grey)."""
+    if x.shape[1] == 1:
+        return x
+    luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * luma).sum(dim=1, keepdim=True)
 
 
 def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

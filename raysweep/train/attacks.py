@@ -35,19 +35,30 @@ SampleLoss = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class PGDConfig:
-    """``steps`` steps of size ``step_size`` inside the ``norm`` ball of radius ``eps``."""
+    """``steps`` steps of size ``step_size`` inside the ``norm`` ball of radius ``eps``,
+    maximising ``objective`` (``"ce"`` or the Carlini–Wagner margin ``"cw"``)."""
 
     norm: str
     eps: float
     steps: int
     step_size: float
     random_start: bool = True
+    objective: str = "ce"
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"unknown attack norm {self.norm!r}; valid: {', '.join(NORMS)}")
         if self.eps < 0 or self.step_size < 0 or self.steps < 0:
             raise ValueError(f"eps, step_size and steps must be >= 0, got {self}")
+        if self.objective not in OBJECTIVES:
+            valid = ", ".join(OBJECTIVES)
+            raise ValueError(f"unknown attack objective {self.objective!r}; valid: {valid}")
+
+    @property
+    def metric(self) -> str:
+        """The accuracy metric this attack is logged as: ``adv/acc`` (cross-entropy PGD) or
+        ``adv/acc_cw`` (the CW margin, the CCKL paper's second attack, Table 1)."""
+        return "adv/acc" if self.objective == "ce" else f"adv/acc_{self.objective}"
 
 
 def default_step_size(eps: float, steps: int, c: float = 2.5) -> float:
@@ -145,15 +156,20 @@ def pgd_attack(
     x: Tensor,
     y: Tensor,
     cfg: PGDConfig,
-    objective: str = "ce",
+    objective: str | None = None,
     *,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """PGD adversarial examples for ``(x, y)``; ``x`` in [0, 1], result in the ball ∩ [0, 1].
 
-    The model is in eval mode during the attack and every submodule's mode is restored after;
-    ``generator`` drives the random start (global RNG if None).
+    ``objective`` overrides ``cfg.objective``. The CW objective is the margin alone: inside a
+    fixed ε-ball the distance term of Carlini & Wagner's formulation is what the ball replaces,
+    so its weight c (the CCKL paper's c = 5e2) does not change the PGD iterates (sign steps
+    for ℓ∞, normalised steps for ℓ₂ are scale-free). The model is in eval mode during the
+    attack and every submodule's mode is restored after; ``generator`` drives the random start
+    (global RNG if None).
     """
+    objective = objective or cfg.objective
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown attack objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
     return perturb(

@@ -10,7 +10,7 @@ Metric names: ``train/*``, ``test/*``, ``adv/*``; accuracies are in percent; ste
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -114,6 +114,19 @@ class RunningMetrics:
             "train/loss": self.loss_sum / self.count,
             "train/acc": 100.0 * self.correct / self.count,
         }
+
+
+def attacked_accuracies(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    attacks: Sequence[PGDConfig],
+    *,
+    prepare: Prepare,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Accuracy (%) under each attack, by its metric name (``adv/acc``, ``adv/acc_cw``)."""
+    return {a.metric: evaluate(model, x, y, prepare=prepare, attack=a, seed=seed) for a in attacks}
 
 
 def evaluate(

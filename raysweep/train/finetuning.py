@@ -156,15 +156,14 @@ def _test_metrics(
     inputs: _StageInputs,
     x: Tensor,
     y: Tensor,
-    attack: PGDConfig | None,
+    attacks: Sequence[PGDConfig],
     seed: int,
 ) -> dict[str, float]:
-    """``test/acc`` from the (cached) prefix outputs; ``adv/acc`` through the whole network."""
+    """``test/acc`` from the (cached) prefix outputs; attacked accuracies through the whole
+    network."""
     metrics = {"test/acc": _test_accuracy(model, inputs, y)}
-    if attack is not None:
-        metrics["adv/acc"] = common.evaluate(
-            model, x, y, prepare=inputs.prepare, attack=attack, seed=seed
-        )
+    prepare = inputs.prepare
+    metrics.update(common.attacked_accuracies(model, x, y, attacks, prepare=prepare, seed=seed))
     return metrics
 
 
@@ -219,7 +218,7 @@ def finetune(
     on_eval: EpochCallback | None = None,
     state: FinetuneState | None = None,
     on_epoch_end: Callable[[FinetuneState], None] | None = None,
-    eval_attack: PGDConfig | None = None,
+    eval_attacks: Sequence[PGDConfig] = (),
     label_smoothing: float = 0.0,
     cached_inputs: tuple[Tensor | None, Tensor | None] = (None, None),
 ) -> dict[str, float]:
@@ -228,16 +227,18 @@ def finetune(
     At each epoch in ``eval_epochs`` (the final epoch is always added) ``on_eval(epoch, m)``
     gets ``m = {"train/loss", "train/acc", "train/lr", "test/acc"}``: the running mean loss
     and accuracy (%) of that epoch's training batches and the test accuracy (%) in eval mode.
-    With ``eval_attack``, ``m["adv/acc"]`` is the test accuracy (%) under that PGD attack,
-    run through the whole network (the attack needs input gradients, so the cached frozen
-    prefix cannot be used). Deterministic given ``seed``: shuffling and augmentation draw from
-    one generator; the attack's random starts from its own, seeded by ``seed`` at every
-    evaluation, so adding an attack changes no training metric. ``label_smoothing`` ε trains
-    on (1 − ε)·onehot(y) + ε/K (a tunable of the search, raysweep.spec.search); evaluation is plain.
+    Per attack of ``eval_attacks``, ``m[attack.metric]`` (``adv/acc``, ``adv/acc_cw``) is the
+    test accuracy (%) under it, run through the whole network (the attack needs input
+    gradients, so the cached frozen prefix cannot be used). Deterministic given ``seed``:
+    shuffling and augmentation draw from one generator; the attack's random starts from its
+    own, seeded by ``seed`` at every evaluation, so adding an attack changes no training
+    metric. ``label_smoothing`` ε trains on (1 − ε)·onehot(y) + ε/K (a tunable of the search,
+    raysweep.spec.search); evaluation is plain.
 
     ``cached_inputs`` = (train, test) outputs of the frozen prefix ``stages()[:k]`` computed
-    elsewhere (:mod:`raysweep.worker.features`), each None to compute it here. They are only valid
-    when that prefix is deterministic and, for train, there is no augmentation: else ValueError.
+    elsewhere (:mod:`raysweep.worker.features`), each None to compute it here. They are only
+    valid when that prefix is deterministic and, for train, there is no augmentation: else
+    ValueError.
     """
     evals = _check_eval_epochs(eval_epochs, schedule.epochs)
     if len(train_y) == 0 or len(test_y) == 0:
@@ -266,7 +267,7 @@ def finetune(
         )
         if epoch in evals:
             metrics = {**running, "train/lr": lr}
-            metrics.update(_test_metrics(model, test_in, test_x, test_y, eval_attack, seed))
+            metrics.update(_test_metrics(model, test_in, test_x, test_y, eval_attacks, seed))
             if on_eval is not None:
                 on_eval(epoch, dict(metrics))
         if on_epoch_end is not None:

@@ -4,8 +4,10 @@
 * ``pgd`` (Madry et al. 2018; Utrera et al. 2021): ``L = CE(f(x'), y)`` with
   ``x' = PGD_k(x)`` (see :mod:`raysweep.train.attacks`); PGD(1) is ``steps=1``. Parameters
   ``norm``, ``eps``, ``steps``, ``step_size`` (default ``2.5 eps / steps``), ``random_start``.
-* ``gaussian`` (Utrera et al., App. A.10): ``L = CE(f(clip(x + sigma n)), y)``, ``n ~ N(0, I)``,
-  clip to [0, 1]; ``sigma`` defaults to 1 as in their source model.
+* ``gaussian`` (Utrera et al., App. A.10): ``L = CE(f(clip(x + δ)), y)`` with ``δ = sigma n``,
+  ``n ~ N(0, I)``, clip to [0, 1]; ``sigma`` defaults to 1 as in their source model. With
+  ``radius`` r, ``δ = r n / ‖n‖₂``: the Gaussian direction on the ℓ₂ sphere of radius r, the
+  robustness library's random start, which is how their model keeps "‖δ‖₂ ≤ 3" (A.10).
 * ``trades`` (Zhang et al. 2019):
   ``L = CE(f(x), y) + beta * (1/B) sum_i KL(p(x_i) || p(x'_i))`` with ``x'`` from ``steps``
   steps of ``step_size`` on ``KL(p(x) || p(x'))`` in the ``norm`` ball (default l-inf, sign
@@ -27,7 +29,7 @@ from raysweep.train.attacks import PGDConfig, default_step_size, eval_mode, pert
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "natural": {},
     "pgd": {"norm": None, "eps": None, "steps": None, "step_size": None, "random_start": True},
-    "gaussian": {"sigma": 1.0},
+    "gaussian": {"sigma": 1.0, "radius": 0.0},
     "trades": {"norm": "linf", "eps": 0.031, "steps": 10, "step_size": 0.007, "beta": 6.0},
 }
 
@@ -98,8 +100,8 @@ def make_training_kind(name: str, **params: Any) -> TrainingKind:
             bool(p.get("random_start", True)),
         )
         return TrainingKind(name, attack, p)
-    if name == "gaussian" and float(p["sigma"]) < 0:
-        raise ValueError(f"sigma must be >= 0, got {p['sigma']}")
+    if name == "gaussian" and (float(p["sigma"]) < 0 or float(p["radius"]) < 0):
+        raise ValueError(f"sigma and radius must be >= 0, got {p['sigma']}, {p['radius']}")
     return TrainingKind(name, None, p)
 
 
@@ -124,6 +126,16 @@ def _trades_loss(
     return F.cross_entropy(logits, y) + float(kind.params["beta"]) * robust, logits
 
 
+def gaussian_noise(kind: TrainingKind, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """δ of the ``gaussian`` kind: ``sigma·n``, or ``radius·n/‖n‖₂`` per image with a radius."""
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    radius = float(kind.params["radius"])
+    if radius > 0:
+        norms = noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
+        return radius * noise / norms
+    return float(kind.params["sigma"]) * noise
+
+
 def training_loss(
     kind: TrainingKind,
     model: nn.Module,
@@ -143,8 +155,7 @@ def training_loss(
         assert kind.attack is not None
         logits = model(pgd_attack(model, x, y, kind.attack, generator=generator))
     elif kind.name == "gaussian":
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        logits = model((x + float(kind.params["sigma"]) * noise).clamp(0.0, 1.0))
+        logits = model((x + gaussian_noise(kind, x, generator)).clamp(0.0, 1.0))
     elif kind.name == "trades":
         return _trades_loss(kind, model, x, y, generator)
     else:

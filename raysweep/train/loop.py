@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from raysweep.train.common import (
     Prepare,
     RunningMetrics,
     ScheduleConfig,
+    attacked_accuracies,
     evaluate,
     make_sgd,
     model_device,
@@ -115,14 +117,15 @@ def pretrain(
     prepare: Prepare,
     augment: Augment | None,
     seed: int,
-    eval_attack: PGDConfig | None,
+    eval_attacks: Sequence[PGDConfig] = (),
     on_epoch: EpochCallback | None = None,
 ) -> dict[str, float]:
     """Train every parameter of ``model`` with ``kind`` by SGD; returns the last epoch's metrics.
 
     Per epoch (1-based, passed to ``on_epoch``): ``train/loss`` and ``train/acc`` (running
     means over the epoch, on the inputs trained on), ``train/lr``, ``train/weight_norm``,
-    ``test/acc`` and, with ``eval_attack``, ``adv/acc`` (PGD accuracy on the test set).
+    ``test/acc`` and, per attack of ``eval_attacks``, its accuracy on the test set (``adv/acc``
+    for PGD on cross-entropy, ``adv/acc_cw`` for the CW margin).
     """
     gen = torch.Generator().manual_seed(seed)
     opt = make_sgd(model.parameters(), optim)
@@ -146,10 +149,9 @@ def pretrain(
         metrics["train/lr"] = lr
         metrics["train/weight_norm"] = weight_norm(model)
         metrics["test/acc"] = evaluate(model, test_x, test_y, prepare=prepare)
-        if eval_attack is not None:
-            metrics["adv/acc"] = evaluate(
-                model, test_x, test_y, prepare=prepare, attack=eval_attack, seed=seed
-            )
+        metrics.update(
+            attacked_accuracies(model, test_x, test_y, eval_attacks, prepare=prepare, seed=seed)
+        )
         if on_epoch is not None:
             on_epoch(epoch, dict(metrics))
     return metrics
