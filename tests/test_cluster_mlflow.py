@@ -41,7 +41,7 @@ SPEC = one_source_spec(
         "optimizer": {"lr": 0.05, "batch_size": 32},
         "rules": [{"up_to": "all", "epochs": 2, "eval_every": 1}],
     },
-    probes=[{"name": "distance", "images": 100}],
+    probes=[{"name": "distance", "images_per_class": 10}],
     resources={"cpu": 1},
 )
 

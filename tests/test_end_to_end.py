@@ -46,7 +46,10 @@ MICRO = {
         "optimizer": {"lr": 0.05, "batch_size": 32},
         "rules": [{"up_to": "all", "epochs": 3, "eval_every": 2}],
     },
-    "probes": [{"name": "distance", "images": 200}, {"name": "input_fisher", "images": 16}],
+    "probes": [
+        {"name": "distance", "images_per_class": 20},
+        {"name": "input_fisher", "images": 16},
+    ],
     "resources": {"cpu": 1},
 }
 

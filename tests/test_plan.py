@@ -26,12 +26,28 @@ def test_utrera_plans_exactly_14400_trials() -> None:
     assert "14,400 Ray Tune trials" in describe_plan(plan)
 
 
-def test_terzi_per_source_targets() -> None:
+def test_terzi_is_the_papers_whole_grid() -> None:
+    """Terzi et al.: Tables 1, 6–8 (48) + Table 2, 9–10 (66) + Table 3 (24) + Table 5 (2) = 140
+    fine-tunes, and the EMD of every source → target pair."""
     plan = make_plan(load_spec(SPACES / "terzi2021.yaml"))
-    pairs = {(j.axes["source"], j.axes["target"]) for j in plan.jobs["finetune"]}
+    fine = plan.jobs["finetune"]
+    pairs = {(j.axes["source"], j.axes["target"]) for j in fine}
     assert ("cifar10_natural", "cifar10") not in pairs
     assert ("cifar100_l2_1", "cifar10") in pairs
-    assert len(plan.jobs["finetune"]) == 4 * 4 * 3
+    assert len(fine) == 140
+    by_source = {}
+    for j in fine:
+        by_source.setdefault(j.axes["source"], set()).add((j.axes["target"], j.axes["blocks"]))
+    assert len(by_source["imagenet_l2_3"]) == 11 * 3
+    assert {b for t, b in by_source["cifar10_l2_1"] if t == "cinic10_imagenet"} == {"head_bn"}
+    assert len(by_source["cifar100_resnet18_natural"]) == 4 * 3
+    imagenet = next(j for j in fine if j.axes["source"] == "imagenet_natural").config
+    cifar = next(j for j in fine if j.axes["source"] == "cifar10_natural").config
+    assert (imagenet["epochs"], imagenet["optimizer"]["batch_size"]) == (300, 256)
+    assert imagenet["optimizer"]["weight_decay"] == 1e-4 and imagenet["lr_milestones"] == [150, 250]
+    assert (cifar["epochs"], cifar["optimizer"]["batch_size"]) == (120, 128)
+    distances = {(j.axes["source"], j.axes["target"]) for j in plan.jobs["probe"]}
+    assert distances == pairs
 
 
 def test_quickstart_grid_and_eval_epochs() -> None:

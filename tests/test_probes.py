@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ from raysweep.data import dataset_info, draw_images, load_dataset
 from raysweep.measures.fisher import noisy_layers
 from raysweep.models import build_model, save_checkpoint
 from raysweep.probes import PROBES, probe_names, run_probe, validate_probe
-from raysweep.probes.context import sample_curve, training_label
+from raysweep.probes.context import draw_per_class, sample_curve, training_label
 from raysweep.probes.run import runner
 
 SOURCE = {
@@ -27,20 +28,33 @@ SOURCE = {
 }
 # Small sizes: the whole file runs in well under a minute on one core.
 SMALL: dict[str, dict[str, Any]] = {
-    "distance": {"images": 200},
-    "weight_fisher": {"images": 64, "steps": 5},
+    "distance": {"images_per_class": 20},
+    "weight_fisher": {"images": 64, "max_steps": 5},
     "diag_fisher": {"images": 16},
     "input_fisher": {"images": 16},
     "cckl": {"images": 24, "eps": [0.01, 0.1], "pairs": 64},
     "inversion": {"images": 4, "steps": 30},
-    "effective_images": {"images": 3, "steps": 10, "fisher_images": 32, "fisher_steps": 3},
+    "effective_images": {"images": 3, "steps": 10, "fisher_images": 32, "fisher_max_steps": 3},
     "tsne": {"images": 60, "perplexity": 10},
     "featvis": {"coordinates": 2, "steps": 5, "seeds": 3},
     "influence": {"train_images": 60, "test_images": 20, "k": 2, "epochs": 3},
 }
 METRICS = {
-    "distance": {"probe/emd", "probe/similarity"},
-    "weight_fisher": {"probe/fisher_mean_logvar"},
+    "distance": {
+        "probe/emd",
+        "probe/similarity",
+        "probe/emd_images_source",
+        "probe/emd_images_target",
+        "probe/emd_classes_source",
+        "probe/emd_classes_target",
+    },
+    "weight_fisher": {
+        "probe/fisher_mean_logvar",
+        "probe/fisher_mean_logvar_change",
+        "probe/fisher_steps",
+        "probe/fisher_converged",
+        "probe/fisher_final_loss",
+    },
     "diag_fisher": {
         "probe/diag_fisher_trace",
         "probe/diag_fisher_mean_log",
@@ -57,6 +71,10 @@ METRICS = {
     "inversion": {"probe/inversion_final_loss", "probe/inversion_pixel_rmse"},
     "effective_images": {
         "probe/effective_fisher_mean_logvar",
+        "probe/effective_fisher_mean_logvar_change",
+        "probe/effective_fisher_steps",
+        "probe/effective_fisher_converged",
+        "probe/effective_fisher_final_loss",
         "probe/variational_final_loss",
         "probe/variational_clean_loss",
         "probe/effective_final_loss",
@@ -145,6 +163,40 @@ def test_distance_to_itself_is_zero_and_to_another_dataset_positive(
     assert means["target_w"].sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("per_class", [20, 50])
+def test_distance_uses_images_per_class_capped_by_the_split(
+    per_class: int, checkpoint: str, tmp_path: Path
+) -> None:
+    """textures' test split has 100 images of each of 10 classes, digits' 43-46: at 50 per
+    class, digits gives every image it has; at 20, both give 200."""
+    m = _run("distance", checkpoint, tmp_path, images_per_class=per_class)["metrics"]
+    digits = np.bincount(load_dataset("digits", "test").labels.numpy(), minlength=10)
+    expected = np.minimum(per_class, digits)
+    assert m["probe/emd_images_source"] == 10 * per_class
+    assert m["probe/emd_images_target"] == expected.sum()
+    assert m["probe/emd_classes_source"] == m["probe/emd_classes_target"] == 10
+    saved = json.loads((tmp_path / "distance.json").read_text())
+    assert saved["source"]["per_class"] == [per_class] * 10
+    assert saved["target"]["per_class"] == expected.tolist()
+    assert saved["target"]["dataset"] == "digits" and saved["images_per_class"] == per_class
+    assert saved["target"]["split_per_class"] == digits.tolist()
+    # Class masses are the shares of the whole split (Cui et al.), not of the balanced draw.
+    weights = np.load(tmp_path / "class_means.npz")["target_w"]
+    np.testing.assert_allclose(weights, digits / digits.sum())
+
+
+def test_draw_per_class_is_seeded_nested_and_capped() -> None:
+    labels = np.repeat(np.arange(4), [10, 3, 7, 0 + 5])
+    a = draw_per_class(labels, 4, seed=7)
+    assert np.bincount(labels[a]).tolist() == [4, 3, 4, 4]  # class 1 has only 3
+    assert np.array_equal(a, draw_per_class(torch.as_tensor(labels), 4, seed=7))
+    assert set(a) <= set(draw_per_class(labels, 6, seed=7))  # nested in per_class
+    assert not np.array_equal(a, draw_per_class(labels, 4, seed=8))
+    assert np.array_equal(draw_per_class(labels, 100, seed=7), np.arange(labels.size))
+    with pytest.raises(ValueError, match="per_class must be a positive integer"):
+        draw_per_class(labels, 0, seed=7)
+
+
 def test_weight_fisher_reports_every_layer(checkpoint: str, tmp_path: Path) -> None:
     result = _run("weight_fisher", checkpoint, tmp_path)
     info = dataset_info("textures")
@@ -152,8 +204,15 @@ def test_weight_fisher_reports_every_layer(checkpoint: str, tmp_path: Path) -> N
     per_layer = {k for k in result["metrics"] if k.startswith("probe/fisher_logvar/")}
     assert per_layer == {f"probe/fisher_logvar/{n}" for n in layers}
     assert [s for s, _ in result["series"]["probe/fisher_loss"]] == [0, 1, 2, 3, 4]
+    assert [s for s, _ in result["series"]["probe/fisher_mean_logvar_curve"]] == [0, 1, 2, 3, 4]
+    m = result["metrics"]
+    assert m["probe/fisher_steps"] == 5 and m["probe/fisher_converged"] == 0  # max_steps hit
     saved = json.loads((tmp_path / "weight_fisher.json").read_text())
     assert len(saved["layers"]["stem.conv1"]["logvar"]) == 16
+    assert saved["steps"] == 5 and saved["converged"] == 0 and saved["start"] == "fisher"
+    assert m["probe/fisher_mean_logvar_change"] == pytest.approx(
+        saved["mean_logvar"] - saved["initial_mean_logvar"]
+    )
 
 
 def test_input_fisher_orders_its_norms(checkpoint: str, tmp_path: Path) -> None:
@@ -174,6 +233,20 @@ def test_cckl_pairs_and_split(checkpoint: str, tmp_path: Path) -> None:
     assert m["probe/cckl"] == pytest.approx(pairs["kl"].mean()) and m["probe/cckl"] > 0
     assert pairs["g1"].size == 64
     np.testing.assert_allclose(pairs["g1"] + pairs["g2"], pairs["pair_kl"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("perturbation", ["adversarial", "random"])
+def test_cckl_records_its_perturbation(perturbation: str, checkpoint: str, tmp_path: Path) -> None:
+    result = _run("cckl", checkpoint, tmp_path, perturbation=perturbation, relerr_images=8)
+    saved = json.loads((tmp_path / "cckl.json").read_text())
+    assert saved["perturbation"] == perturbation and saved["norm"] == "linf"
+    assert saved["relerr_images"] == 8
+    near = saved["near_x"]
+    assert [row["eps"] for row in near] == [0.01, 0.1]
+    for row in near:
+        assert row["eta_norm_max"] <= row["eps"] * (1 + 1e-12) and row["kl_mean"] > 0
+        value = result["metrics"][f"probe/kl_g1_relerr/eps_{row['eps']:g}"]
+        assert math.isfinite(value) and value >= 0
 
 
 def test_inversion_lowers_its_loss_and_draws_both_rows(checkpoint: str, tmp_path: Path) -> None:
@@ -228,9 +301,43 @@ def test_the_probe_table_is_the_only_one() -> None:
         assert probe.runner == f"{function.__module__}:{function.__name__}"
 
 
+def test_table_defaults_match_the_measures_and_the_papers() -> None:
+    """The table is torch-free, so it repeats a few of the measures' names and defaults."""
+    from raysweep.measures.fisher import STARTS, Plateau, weight_fisher_logvar
+    from raysweep.measures.input_fisher import PERTURBATIONS
+    from raysweep.probes import table
+
+    assert table.PERTURBATIONS == PERTURBATIONS and table.FISHER_STARTS == STARTS
+    fisher = validate_probe("weight_fisher", {}).params
+    rule = Plateau()
+    assert (fisher["max_steps"], fisher["min_steps"]) == (rule.max_steps, rule.min_steps)
+    assert fisher["tolerance"] == rule.tolerance
+    defaults = inspect.signature(weight_fisher_logvar).parameters
+    assert fisher["lr"] == defaults["lr"].default and fisher["start"] == defaults["start"].default
+    cckl = validate_probe("cckl", {}).params
+    # CCKL paper Table 2: ε = 1/255 … 8/255, ℓ∞ (TRADES), adversarial η.
+    assert cckl["eps"] == pytest.approx([k / 255 for k in range(1, 9)])
+    assert (cckl["norm"], cckl["perturbation"]) == ("linf", "adversarial")
+    assert validate_probe("distance", {}).params == {"images_per_class": 20, "gamma": 0.01}
+    effective = validate_probe("effective_images", {}).params
+    assert "fisher_steps" not in effective and effective["fisher_max_steps"] == 100
+    assert validate_probe("cckl", {"eps": ["1/255", " 8/255", 0.5]}).params["eps"] == [
+        1 / 255,
+        8 / 255,
+        0.5,
+    ]
+
+
 def test_validate_probe_fills_defaults() -> None:
     spec = validate_probe("cckl", {"eps": [1, 2]})
-    assert spec.params == {"images": 256, "eps": [1.0, 2.0], "norm": "l2", "pairs": 2048}
+    assert spec.params == {
+        "images": 256,
+        "eps": [1.0, 2.0],
+        "norm": "linf",
+        "perturbation": "adversarial",
+        "relerr_images": 128,
+        "pairs": 2048,
+    }
     assert not spec.per_target
     assert validate_probe("distance", {}).per_target
     assert validate_probe("influence", {}).params["train_images"] == 400
@@ -243,12 +350,23 @@ def test_validate_probe_fills_defaults() -> None:
         (
             "cckl",
             {"x": 1},
-            "probe 'cckl': unknown parameter 'x'; allowed: eps, images, norm, pairs",
+            "probe 'cckl': unknown parameter 'x'; allowed: eps, images, norm, pairs, perturbation, "
+            "relerr_images",
         ),
         ("cckl", {"images": 0}, "parameter 'images' must be a positive integer, got 0"),
         ("cckl", {"images": 2.5}, "parameter 'images' must be a positive integer, got 2.5"),
         ("tsne", {"images": True}, "parameter 'images' must be a positive integer, got True"),
         ("cckl", {"norm": "l3"}, "parameter 'norm' must be one of l2, linf, got 'l3'"),
+        (
+            "cckl",
+            {"perturbation": "worst"},
+            "parameter 'perturbation' must be one of adversarial, random, got 'worst'",
+        ),
+        ("cckl", {"eps": ["8/0"]}, "must be a non-empty list of positive numbers (such as 0.5"),
+        ("cckl", {"eps": ["1/255x"]}, "must be a non-empty list of positive numbers"),
+        ("weight_fisher", {"start": "zero"}, "'start' must be one of fisher, weights, got 'zero'"),
+        ("weight_fisher", {"tolerance": -0.1}, "parameter 'tolerance' must be a number >= 0"),
+        ("distance", {"images": 200}, "unknown parameter 'images'; allowed: gamma, images_per"),
         ("cckl", {"eps": []}, "parameter 'eps' must be a non-empty list of positive numbers"),
         ("cckl", {"eps": [0.1, -1]}, "must be a non-empty list of positive numbers"),
         ("distance", {"gamma": "big"}, "parameter 'gamma' must be a positive number, got 'big'"),

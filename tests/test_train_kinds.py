@@ -49,7 +49,7 @@ def test_registry_and_parameters() -> None:
     assert (
         trades.attack == PGDConfig("linf", 0.031, 10, 0.007, True) and trades.params["beta"] == 6.0
     )
-    assert make_training_kind("gaussian").params == {"sigma": 1.0}
+    assert make_training_kind("gaussian").params == {"sigma": 1.0, "radius": 0.0}
     whole = PGDConfig("linf", 4 / 255, 20, 1 / 255, True)
     assert make_training_kind("pgd", attack=whole).attack == whole
     l2_trades = make_training_kind("trades", attack=PGDConfig("l2", 0.5, 5, 0.2), beta=1.0)

@@ -128,6 +128,9 @@ def launch(
     check_cluster_reachable(address)
     sweep = SweepDir(resolve_root(root), name or spec.name)
     check_reachable(sweep.tracking_uri(tracking_uri, new=True))  # before writing anything
+    if address:  # every node must see the root before anything is written there
+        ensure_ray(address)
+        check_shared_root(sweep.root)
     launch_id = new_launch_id()
     with launch_lock(sweep, launch_id):
         check_same_store(sweep, tracking_uri, switch_tracking_uri)
@@ -135,8 +138,6 @@ def launch(
             check_same_plan(sweep, plan, extend)
         ensure_ray(address)
         check_resources(spec)
-        if address:  # every node must see the root before anything is recorded
-            check_shared_root(sweep.root)
         tracker = prepare_sweep(Path(spec_path), sweep, tracking_uri, launch_id)
         return run_launch(plan, tracker, sweep, retry_failed, write)
 

@@ -1,5 +1,6 @@
 """What every probe runner shares: its context (model, data, seed, output folder), deterministic
-image subsets, loss-curve sampling and artifact writers (PNG, JSON, NumPy).
+image subsets, loss-curve sampling, the weight-Fisher stopping rule and artifact writers (PNG,
+JSON, NumPy).
 
 Kept apart from :mod:`raysweep.probes.run` (dispatch) so that the runners in
 :mod:`raysweep.probes.information` and :mod:`raysweep.probes.images` import no dispatch code.
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from raysweep.data import ArrayDataset, cached_dataset, draw_images, to_model_input
 from raysweep.measures._util import batched_features
+from raysweep.measures.fisher import Plateau, WeightFisher
 from raysweep.measures.inversion import image_grid
 from raysweep.models.net import TransferNet
 
@@ -27,6 +29,10 @@ from raysweep.models.net import TransferNet
 CURVE_POINTS = 100
 # Grids of 32 px images are too small to look at; nearest-neighbour upscale to >= this side.
 MIN_TILE_PIXELS = 96
+# The weight-Fisher plateau is checked every this many steps, on the parameters averaged over
+# them: enough steps that Adam's jitter averages out (≈0.2 nats per small_cnn layer at lr 0.1)
+# and few enough that a ~60 s probe (≈0.13 s a step) gets several checks.
+FISHER_WINDOW = 50
 
 
 @dataclass
@@ -69,6 +75,18 @@ class ProbeContext:
         idx = torch.as_tensor(self.indices(dataset, split, size))
         return ArrayDataset(full.images[idx], full.labels[idx], full.info)
 
+    def per_class_subset(self, dataset: str, split: str, per_class: int) -> ArrayDataset:
+        """Up to ``per_class`` images of every class of ``dataset``/``split`` (all of a class
+        that has fewer), deterministic in the seed (:func:`draw_per_class`)."""
+        full = cached_dataset(dataset, split, self.data_root, self.download)
+        idx = torch.as_tensor(draw_per_class(full.labels, per_class, self.seed))
+        return ArrayDataset(full.images[idx], full.labels[idx], full.info)
+
+    def class_counts(self, dataset: str, split: str) -> np.ndarray:
+        """Images per class in the whole ``dataset``/``split`` (int64 [num_classes])."""
+        full = cached_dataset(dataset, split, self.data_root, self.download)
+        return np.bincount(full.labels.numpy(), minlength=full.info.num_classes)
+
     def source_test(self, size: int) -> tuple[Tensor, Tensor]:
         """(model input float [n, C, S, S] in [0, 1], labels [n]) from the source's TEST split."""
         ds = self.subset(self.source["dataset"], "test", size)
@@ -90,6 +108,24 @@ class ProbeContext:
         return self.out_dir / name
 
 
+def draw_per_class(labels: Tensor | np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of min(``per_class``, n_k) images of every class k present in ``labels``.
+
+    With ``perm = Generator(PCG64(seed)).permutation(N)``, class k contributes its first
+    ``per_class`` indices in ``perm`` order: a uniform draw within each class, a function of
+    (labels, per_class, seed) only, nested in ``per_class`` for a fixed seed.
+    """
+    if isinstance(per_class, bool) or int(per_class) != per_class or per_class < 1:
+        raise ValueError(f"per_class must be a positive integer, got {per_class!r}")
+    y = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).reshape(-1)
+    perm = np.random.Generator(np.random.PCG64(seed)).permutation(y.size)
+    # A stable sort by label keeps perm order within each class: rank = position in the class.
+    order = perm[np.argsort(y[perm], kind="stable")]
+    starts = np.searchsorted(y[order], y[order], side="left")
+    rank = np.arange(y.size) - starts
+    return np.sort(order[rank < per_class]).astype(np.int64)
+
+
 def sample_curve(curve: list[float], points: int = CURVE_POINTS) -> list[list[float]]:
     """[[step, value], ...] every ``max(1, len // points)`` steps, always ending at the last."""
     every = max(1, len(curve) // points)
@@ -97,6 +133,31 @@ def sample_curve(curve: list[float], points: int = CURVE_POINTS) -> list[list[fl
     if steps[-1] != len(curve) - 1:
         steps.append(len(curve) - 1)
     return [[t, float(curve[t])] for t in steps]
+
+
+def fisher_plateau(params: dict, prefix: str = "") -> Plateau:
+    """The :class:`~raysweep.measures.fisher.Plateau` of a probe's ``<prefix>min_steps``,
+    ``<prefix>max_steps`` and ``<prefix>tolerance`` (window: ``FISHER_WINDOW`` steps)."""
+    max_steps = params[f"{prefix}max_steps"]
+    return Plateau(
+        max_steps=max_steps,
+        # A min_steps above max_steps would only be capped by it: take the smaller.
+        min_steps=min(params[f"{prefix}min_steps"], max_steps),
+        window=FISHER_WINDOW,
+        tolerance=params[f"{prefix}tolerance"],
+    )
+
+
+def fisher_summary(wf: WeightFisher) -> dict[str, float]:
+    """Mean log σ² (absolute and change from its start), steps taken, convergence (0/1) and the
+    final objective (on the fixed evaluation batch) of a weight-Fisher optimisation."""
+    return {
+        "mean_logvar": wf.mean_logvar,
+        "mean_logvar_change": wf.mean_logvar_change,
+        "steps": float(wf.steps),
+        "converged": float(wf.converged),
+        "final_loss": wf.final_loss,
+    }
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -27,6 +27,8 @@ from raysweep.measures.tsne import plot_tsne, tsne_embedding
 from raysweep.probes.context import (
     ProbeContext,
     ProbeOutput,
+    fisher_plateau,
+    fisher_summary,
     sample_curve,
     training_label,
     write_grid,
@@ -74,24 +76,35 @@ def run_effective_images(ctx: ProbeContext) -> ProbeOutput:
     """Variational inversion and effective images (Terzi et al. App. D, Alg. 1 and 2).
 
     The noise covariance Σ* is the variational posterior of the weight Fisher probe, computed
-    here with ``fisher_steps`` steps on ``fisher_images`` images at ``beta``
-    (:func:`~raysweep.measures.inversion.logvar_noise_variances`). Then ``steps`` steps of
-    inversion with the weights perturbed once (variational) or afresh every step (effective).
+    here on ``fisher_images`` images at ``beta`` with the same convergence rule
+    (``fisher_min_steps``, ``fisher_max_steps``, ``fisher_tolerance``, ``fisher_lr``; see
+    :func:`~raysweep.probes.information.run_weight_fisher`) and turned into per-weight
+    variances (:func:`~raysweep.measures.inversion.logvar_noise_variances`). Then ``steps``
+    steps of inversion with the weights perturbed once (variational) or afresh every step
+    (effective).
 
     Artifacts ``variational.png`` and ``effective.png`` (originals over results). Series
     ``probe/variational_loss``, ``probe/effective_loss`` (under the noise); metrics their
     final values and ``probe/{variational,effective}_clean_loss``: L_inv of the result under
-    the unperturbed network.
+    the unperturbed network; ``probe/effective_fisher_{mean_logvar, mean_logvar_change, steps,
+    converged, final_loss}`` as the weight Fisher probe's.
     """
     p = ctx.params
     xf, yf = ctx.source_test(p["fisher_images"])
     wf = weight_fisher_logvar(
-        ctx.model, xf, yf, steps=p["fisher_steps"], beta=p["beta"], generator=ctx.generator(1)
+        ctx.model,
+        xf,
+        yf,
+        plateau=fisher_plateau(p, prefix="fisher_"),
+        beta=p["beta"],
+        lr=p["fisher_lr"],
+        generator=ctx.generator(1),
     )
     variances = logvar_noise_variances(ctx.model, wf.layer_logvars)
     x, _ = ctx.source_test(p["images"])
     z = ctx.features(x)
-    out = ProbeOutput(metrics={"probe/effective_fisher_mean_logvar": wf.mean_logvar})
+    summary = {f"probe/effective_fisher_{k}": v for k, v in fisher_summary(wf).items()}
+    out = ProbeOutput(metrics=summary)
     for kind, fn, stream in (
         ("variational", variational_invert, 2),
         ("effective", effective_images, 3),

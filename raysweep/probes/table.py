@@ -9,21 +9,41 @@ on a stored source model (and, for per-target probes, one target dataset).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 # The CCKL probe perturbs within the same threat-model norms as adversarial training.
 from raysweep.train.names import NORMS
+
+# How the CCKL probe picks η at each ε (raysweep.measures.input_fisher.PERTURBATIONS; kept
+# here as text so that the table stays torch-free; tests check the two agree).
+PERTURBATIONS: tuple[str, ...] = ("adversarial", "random")
+# Where the weight-Fisher log-variances start (raysweep.measures.fisher.STARTS, likewise).
+FISHER_STARTS: tuple[str, ...] = ("fisher", "weights")
 
 # Parameter kinds: what a value must be, and how the error message says so.
 _KINDS: dict[str, str] = {
     "count": "a positive integer",
     "positive": "a positive number",
     "nonneg": "a number >= 0",
-    "positives": "a non-empty list of positive numbers",
+    "positives": "a non-empty list of positive numbers (such as 0.5 or 8/255)",
     "norm": f"one of {', '.join(NORMS)}",
+    "perturbation": f"one of {', '.join(PERTURBATIONS)}",
+    "start": f"one of {', '.join(FISHER_STARTS)}",
 }
+# Choice kinds: the values each allows.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "norm": NORMS,
+    "perturbation": PERTURBATIONS,
+    "start": FISHER_STARTS,
+}
+# A list entry may be a fraction written as text, as ε is in the papers: "8/255".
+_FRACTION = re.compile(r"\d{1,12}/\d{1,12}")
+# The CCKL paper's Table 2 grid: ε = 1/255 … 8/255 (ℓ∞, the TRADES threat model).
+TABLE2_EPS: list[float] = [k / 255 for k in range(1, 9)]
 
 _INFO = "raysweep.probes.information"
 _IMAGES = "raysweep.probes.images"
@@ -42,6 +62,21 @@ class Probe:
     per_target: bool = False
 
 
+# Weight-Fisher optimisation (raysweep.measures.fisher.Plateau): Adam at lr on the
+# log-variances from the Laplace start; every 50 steps the window-averaged parameters are
+# checked, converged when the objective (relative) and the mean log σ² (nats) moved by less
+# than the tolerance since the last check, after min_steps, at most max_steps. Measured on the
+# quickstart's small_cnn/shapes sources: converged after 250 (natural) and 100-350 (PGD ℓ∞
+# 2/255) steps, ≈0.13 s a step on one core. tolerance 0 runs exactly max_steps.
+FISHER_MAX_STEPS = 400
+FISHER_MIN_STEPS = 200
+FISHER_TOLERANCE = 0.01
+FISHER_LR = 0.1
+# effective_images runs the same optimisation before two inversions (≈43 s of its ~60):
+# a check at 50 and at 100 steps, from the Laplace start (within ≈0.3 nats of the optimum).
+EFFECTIVE_FISHER_MAX_STEPS = 100
+EFFECTIVE_FISHER_MIN_STEPS = 100
+
 # Defaults keep every probe under ~60 s on one CPU core for small_cnn on the built-in datasets
 # (measured; see tests/test_probes.py for the sizes).
 PROBES: dict[str, Probe] = {
@@ -50,14 +85,22 @@ PROBES: dict[str, Probe] = {
         Probe(
             "distance",
             "EMD of class-mean features, Cui et al. 2018 (Terzi et al. Fig. 3, 7)",
-            {"images": ("count", 2000), "gamma": ("positive", 0.01)},
+            {"images_per_class": ("count", 20), "gamma": ("positive", 0.01)},
             f"{_INFO}:run_distance",
             per_target=True,
         ),
         Probe(
             "weight_fisher",
             "variational weight log-variances, Achille & Soatto 2019 (Terzi Fig. 4)",
-            {"images": ("count", 1000), "steps": ("count", 200), "beta": ("positive", 1e-7)},
+            {
+                "images": ("count", 1000),
+                "max_steps": ("count", FISHER_MAX_STEPS),
+                "min_steps": ("count", FISHER_MIN_STEPS),
+                "tolerance": ("nonneg", FISHER_TOLERANCE),
+                "lr": ("positive", FISHER_LR),
+                "start": ("start", "fisher"),
+                "beta": ("positive", 1e-7),
+            },
             f"{_INFO}:run_weight_fisher",
         ),
         Probe(
@@ -77,8 +120,10 @@ PROBES: dict[str, Probe] = {
             "CCKL, G2/KL and |KL − G1|/KL against ε (CCKL paper Eq. 2, 14-15, Table 2)",
             {
                 "images": ("count", 256),
-                "eps": ("positives", [0.01, 0.03, 0.1, 0.3, 1.0]),
-                "norm": ("norm", "l2"),
+                "eps": ("positives", TABLE2_EPS),
+                "norm": ("norm", "linf"),
+                "perturbation": ("perturbation", "adversarial"),
+                "relerr_images": ("count", 128),
                 "pairs": ("count", 2048),
             },
             f"{_INFO}:run_cckl",
@@ -104,7 +149,10 @@ PROBES: dict[str, Probe] = {
                 "start_sigma": ("nonneg", 0.05),
                 "beta": ("positive", 1e-7),
                 "fisher_images": ("count", 256),
-                "fisher_steps": ("count", 50),
+                "fisher_max_steps": ("count", EFFECTIVE_FISHER_MAX_STEPS),
+                "fisher_min_steps": ("count", EFFECTIVE_FISHER_MIN_STEPS),
+                "fisher_tolerance": ("nonneg", FISHER_TOLERANCE),
+                "fisher_lr": ("positive", FISHER_LR),
             },
             f"{_IMAGES}:run_effective_images",
         ),
@@ -174,9 +222,17 @@ def _coerce(kind: str, value: Any) -> Any:
     if kind == "positives":
         if not isinstance(value, list | tuple) or not value:
             return None
-        items = [_coerce("positive", v) for v in value]
+        items = [_coerce("positive", _fraction(v)) for v in value]
         return None if any(v is None for v in items) else items
-    return value if value in NORMS else None
+    return value if isinstance(value, str) and value in _CHOICES[kind] else None
+
+
+def _fraction(value: Any) -> Any:
+    """``"8/255"`` as the float 8/255; anything else unchanged (and judged by the caller)."""
+    if isinstance(value, str) and _FRACTION.fullmatch(value.replace(" ", "")):
+        num, den = value.replace(" ", "").split("/")
+        return float(Fraction(int(num), int(den))) if int(den) else value
+    return value
 
 
 def _cross_check(name: str, params: dict[str, Any]) -> None:
