@@ -1,6 +1,6 @@
 """Utrera et al. 2021, Fig. 4 and 11: accuracy vs. fine-tuned blocks and the block-step delta.
 
-python analysis/accuracy_vs_blocks.py --sweep quickstart [--root DIR] [--out DIR]
+python analysis/accuracy_vs_blocks.py --sweep quickstart [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Utrera et al. 2021, Fig. 3: accuracy and robust − natural delta vs. fine-tuning epoch.
 
-python analysis/accuracy_vs_epoch.py --sweep quickstart [--root DIR] [--out DIR]
+python analysis/accuracy_vs_epoch.py --sweep quickstart [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Utrera et al. 2021, Fig. 2: accuracy and robust − natural delta vs. training-set size.
 
-python analysis/accuracy_vs_subset.py --sweep quickstart [--root DIR] [--out DIR]
+python analysis/accuracy_vs_subset.py --sweep quickstart [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """CCKL paper App. B: CCKL against the test loss, Pearson r with its 95% CI.
 
-python analysis/cckl_vs_test_loss.py --sweep cckl2021 [--root DIR] [--out DIR]
+python analysis/cckl_vs_test_loss.py --sweep cckl2021 [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

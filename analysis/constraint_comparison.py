@@ -1,6 +1,6 @@
 """Utrera et al. 2021, Fig. 5: l2 − linf and small − large eps robust sources, seed-matched.
 
-python analysis/constraint_comparison.py --sweep quickstart [--root DIR] [--out DIR]
+python analysis/constraint_comparison.py --sweep quickstart [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Terzi et al. 2021, Fig. 4: weight-Fisher log-variance of each source against its training ε.
 
-python analysis/fisher_vs_eps.py --sweep terzi2021_information [--root DIR] [--out DIR]
+python analysis/fisher_vs_eps.py --sweep terzi2021_information [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Terzi et al. 2021, Fig. 3: robust − natural gap per target against the source → target EMD.
 
-python analysis/gap_vs_distance.py --sweep quickstart [--root DIR] [--out DIR]
+python analysis/gap_vs_distance.py --sweep quickstart [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

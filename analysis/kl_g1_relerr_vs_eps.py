@@ -1,6 +1,6 @@
 """CCKL paper Table 2: |KL − G1|/KL against the perturbation size ε, a line per source.
 
-python analysis/kl_g1_relerr_vs_eps.py --sweep quickstart_probes [--root DIR] [--out DIR]
+python analysis/kl_g1_relerr_vs_eps.py --sweep quickstart_probes [--root DIR] [--out DIR] [--sharey]
 """
 
 import sys

@@ -16,7 +16,7 @@ from raysweep.analysis.blocks import (
     block_values,
     blocks_gap_table,
 )
-from raysweep.analysis.figures import ACCURACY_LABEL, source_colors
+from raysweep.analysis.figures import ACCURACY_LABEL, source_styles
 from raysweep.analysis.stats import summarize
 from raysweep.analysis.sweepdata import NotSupported, SweepData
 
@@ -134,19 +134,43 @@ def test_family_writes_tables_and_figures(tmp_path: Path) -> None:
     assert "| cifar10 | 400 | 41.00 ± 0.00 (n=3) | 45.00 ± 2.48 (n=3) |" in text
 
 
-def test_figure_places_blocks_evenly_in_order() -> None:
-    summary = summarize(frame(), ["target", "source", "blocks"])
-    fig = accuracy_vs_blocks_figure(summary, list(ROB_BLOCKS), "t", source_colors(["nat", "rob"]))
+def test_blocks_are_categories_not_a_scale() -> None:
+    """0/1/3/10 blocks sit at 0..k-1 (evenly, in order), each source a little to the side so
+    the error bars do not hide one another, and no line joins the settings."""
+    df = frame()
+    summary = summarize(df[df["subset_size"] == "100"], ["target", "source", "blocks"])
+    labels = {"nat": "natural", "rob": "ℓ₂ ε=1"}
+    fig = accuracy_vs_blocks_figure(summary, list(ROB_BLOCKS), "t", source_styles(frame()), labels)
     ax = fig.get_axes()[0]
     assert ax.get_title() == "cifar10" and ax.get_xlabel() == BLOCKS_LABEL
     assert ax.get_ylabel() == ACCURACY_LABEL
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "3", "10"]
-    nat = {line.get_label(): line for line in ax.get_lines()}["nat"]
-    assert nat.get_xdata().tolist() == [0.0, 2.0, 3.0]  # no 1-block point for nat
+    assert list(ax.get_xticks()) == [0, 1, 2, 3]
+    bars = {c.get_label(): c for c in ax.containers}
+    assert set(bars) == {"natural", "ℓ₂ ε=1"}
+    nat, rob = (bars[k].lines[0] for k in ("natural", "ℓ₂ ε=1"))
+    x = np.asarray(nat.get_xdata(), dtype=float)
+    assert np.round(x).tolist() == [0.0, 2.0, 3.0]  # no 1-block point for nat
+    assert np.all(np.abs(x - np.round(x)) <= 0.3)
+    assert np.round(rob.get_xdata()).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert nat.get_xdata()[0] != rob.get_xdata()[0]  # side by side, not on top of each other
+    assert nat.get_linestyle() == "None" and rob.get_linestyle() == "None"  # not joined
     assert nat.get_ydata().tolist() == pytest.approx([40.0, 44.0, 48.0])
+    assert fig.legends[0].get_title().get_text() == "n = 2–3 seeds per point"
+
+
+def test_blocks_sharey_shares_limits_across_targets() -> None:
+    df = frame()
+    df = df.assign(test_acc=df["test_acc"] + np.where(df["target"] == "svhn", 30.0, 0.0))
+    summary = summarize(df, ["target", "source", "blocks"])
+    styles = source_styles(df)
+    own = accuracy_vs_blocks_figure(summary, list(ROB_BLOCKS), "t", styles).get_axes()
+    assert own[0].get_ylim() != own[1].get_ylim()
+    shared = accuracy_vs_blocks_figure(summary, list(ROB_BLOCKS), "t", styles, sharey=True)
+    assert shared.get_axes()[0].get_ylim() == shared.get_axes()[1].get_ylim()
 
 
 def test_one_blocks_value_is_not_supported(tmp_path: Path) -> None:
     df = frame()
-    with pytest.raises(NotSupported, match="one blocks value"):
+    with pytest.raises(NotSupported, match="needs ≥ 2 `blocks` values"):
         accuracy_vs_blocks(sweep(df[df["blocks"] == "3"]), tmp_path)

@@ -133,9 +133,13 @@ def test_family_writes_csv_markdown_and_figures(tmp_path: Path) -> None:
     table = pd.read_csv(tmp_path / "constraint_deltas.csv", dtype={"blocks": str})
     assert len(table) == 3 * 2 * 2
     text = (tmp_path / "constraint_deltas.md").read_text()
-    assert "| target | subset_size | l2_3 − linf_4 | l2_3 − linf_8 |" in text
+    # Labels from the params; linf_8 and cnn_linf are both ℓ∞ 8/255, told apart by architecture.
+    header = "| target | subset_size | ℓ₂ ε=3 − ℓ∞ ε=4/255 | ℓ₂ ε=3 − ℓ∞ ε=8/255 (resnet50) |"
+    assert header in text
     assert "| svhn | 100 | – | – |" in text
-    assert "| cifar10 | 100 | +3.00 ± 2.48 (n=3) | **+7.00 ± 4.97 (n=3)** |" in text
+    # Differences are signed and never bold: the sign says which source was more accurate.
+    assert "| cifar10 | 100 | +3.00 ± 2.48 (n=3) | +7.00 ± 4.97 (n=3) |" in text
+    assert "**" not in text and "positive = the first-named source is more accurate" in text
 
 
 def test_without_a_comparable_pair_it_is_not_supported(tmp_path: Path) -> None:

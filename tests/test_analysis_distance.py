@@ -15,6 +15,8 @@ from scipy import stats as scipy_stats
 
 from raysweep.analysis.distance import (
     EMD_LABEL,
+    MIN_CI_POINTS,
+    correlation_text,
     correlations,
     distance_table,
     gap_vs_distance,
@@ -26,6 +28,7 @@ from raysweep.analysis.report import write_sweep_report
 
 TARGETS = {"near": 1.0, "mid": 2.0, "far": 4.0}  # robust bonus in pp grows with distance
 SOURCES = {"nat": "natural", "l2": "pgd"}
+LABELS = {"nat": "natural", "l2": "ℓ₂ ε=1"}
 
 
 def finetune_frame(targets: dict[str, float] = TARGETS) -> pd.DataFrame:
@@ -62,17 +65,28 @@ def distances() -> pd.DataFrame:
     return df.assign(similarity=np.exp(-0.01 * df["emd"]))
 
 
-def test_gap_uses_natural_partner_emd_and_pools_cells() -> None:
+def test_gap_uses_natural_partner_emd_and_averages_sizes_per_seed() -> None:
     table = gap_vs_distance(finetune_frame(), distances()).set_index("target")
     assert table.loc["far", "emd"] == 20.0 and table.loc["near", "emd"] == 5.0
     assert set(table["emd_from"]) == {"natural"}
-    # 6 matched cells per target (2 sizes x 3 seeds): deltas bonus + {0, 0.5, 1} twice
-    deltas = TARGETS["mid"] + np.array([0, 0.5, 1, 0, 0.5, 1])
-    half = scipy_stats.t.ppf(0.975, 5) * deltas.std(ddof=1) / math.sqrt(6)
+    # 6 matched cells per target (2 sizes x 3 seeds), deltas bonus + seed / 2 at both sizes.
+    # The sizes are settings of one target, not independent points: each seed is averaged
+    # over them first, and the interval counts the 3 seeds, not 6 cells.
+    per_seed = TARGETS["mid"] + np.array([0, 0.5, 1])
+    half = scipy_stats.t.ppf(0.975, 2) * per_seed.std(ddof=1) / math.sqrt(3)
     assert table.loc["mid", "gap"] == pytest.approx(2.5)
     assert table.loc["mid", "ci95"] == pytest.approx(half)
-    assert table.loc["mid", "n"] == 6
+    mid = table.loc["mid"]
+    assert (mid["n"], mid["n_sizes"], mid["n_cells"]) == (3, 2, 6)  # seeds, sizes, cells
     assert set(table["robust"]) == {"l2"} and set(table["natural"]) == {"nat"}
+
+
+def test_a_seed_missing_a_size_is_still_one_point() -> None:
+    df = finetune_frame()
+    df = df[~((df["target"] == "mid") & (df["seed"] == 2) & (df["subset_size"] == "10"))]
+    row = gap_vs_distance(df, distances()).set_index("target").loc["mid"]
+    assert (row["n"], row["n_cells"]) == (3, 5)
+    assert row["gap"] == pytest.approx(np.mean([2.0, 2.5, 3.0]))
 
 
 def test_gap_falls_back_to_robust_emd_when_natural_is_missing() -> None:
@@ -108,9 +122,29 @@ def test_small_n_spearman_p_is_exact() -> None:
     rhos = [scipy_stats.spearmanr(x, p).statistic for p in itertools.permutations(y)]
     exact = np.mean(np.abs(rhos) >= abs(c.spearman_rho) - 1e-12)
     assert c.spearman_rho == pytest.approx(0.8) and c.spearman_p == pytest.approx(exact)
-    three = correlations(pd.DataFrame({"emd": [1.0, 2.0, 3.0], "gap": [3.0, 2.0, 1.0]}))
+    three = correlations(pd.DataFrame({"emd": [1.0, 2.0, 3.0], "gap": [3.0, 2.0, 1.5]}))
     assert three.spearman_rho == pytest.approx(-1.0) and three.spearman_p == pytest.approx(1 / 3)
-    assert (three.pearson_low, three.pearson_high) == (-1.0, 1.0)  # n - 3 = 0: no information
+    # n - 3 = 0: Fisher z would give [-1, +1] whatever the data; no interval at all instead.
+    assert all(math.isnan(v) for v in three[2:4] + three[6:8])
+
+
+def test_below_four_targets_no_interval_and_the_text_says_why() -> None:
+    assert MIN_CI_POINTS == 4
+    three = correlations(pd.DataFrame({"emd": [1.0, 2.0, 3.0], "gap": [1.0, 3.0, 2.5]}))
+    text = correlation_text(three)
+    assert text == "r=+0.72, ρ=+0.50 (n=3 targets; no CI below 4)"
+    assert "[" not in text  # no interval drawn
+    four = correlations(pd.DataFrame({"emd": [1.0, 2.0, 3.0, 4.0], "gap": [1.0, 3.0, 2.5, 4.0]}))
+    assert four.n == 4 and four.pearson_low < four.pearson_r < four.pearson_high
+    assert correlation_text(four).startswith(f"r={four.pearson_r:+.2f} [")
+    assert correlation_text(four).endswith("(n=4 targets)")
+
+
+def test_a_perfect_correlation_has_no_degenerate_interval() -> None:
+    four = correlations(pd.DataFrame({"emd": [1.0, 2.0, 3.0, 4.0], "gap": [1.0, 3.0, 3.5, 9.0]}))
+    assert four.spearman_rho == pytest.approx(1.0) and math.isnan(four.spearman_low)
+    assert not math.isnan(four.pearson_low)  # r < 1: its interval stays
+    assert "ρ=+1.00 (no CI at |ρ| = 1)" in correlation_text(four)
 
 
 def test_fewer_than_three_targets_or_constant_give_nan() -> None:
@@ -120,18 +154,23 @@ def test_fewer_than_three_targets_or_constant_give_nan() -> None:
     assert flat.n == 3 and math.isnan(flat.pearson_r) and math.isnan(flat.spearman_p)
     table = gap_vs_distance(finetune_frame({"near": 1.0, "far": 3.0}), distances())
     fig = gap_vs_distance_figure(table)  # two targets: drawn, correlations stated undefined
-    assert "undefined (n=2" in fig.get_axes()[0].get_legend().get_texts()[0].get_text()
+    assert "undefined (n=2 targets" in fig.get_axes()[0].get_legend().get_texts()[0].get_text()
 
 
 def test_figure_labels_points_and_zero_line(tmp_path: Path) -> None:
     table = gap_vs_distance(finetune_frame(), distances())
-    fig = gap_vs_distance_figure(table)
+    fig = gap_vs_distance_figure(table, LABELS)
     (ax,) = fig.get_axes()
     assert ax.get_xlabel() == EMD_LABEL and ax.get_ylabel() == DELTA_LABEL
     assert ax.get_title() == "blocks = 0"
     assert sorted(t.get_text() for t in ax.texts) == ["far", "mid", "near"]
+    # Names sit above the error bars, neighbours at two heights: never on a point.
+    offsets = sorted(t.xyann[1] for t in ax.texts)
+    assert offsets[0] > 0 and len(set(offsets)) == 2
     legend = ax.get_legend().get_texts()[0].get_text()
-    assert legend.startswith("l2 − nat: r=+") and "ρ=+1.00" in legend and "n=3" in legend
+    # Three targets: r and ρ without an interval, n counts targets and the reason is given.
+    assert legend.startswith("ℓ₂ ε=1 − natural\nr=+") and "ρ=+1.00" in legend
+    assert legend.endswith("(n=3 targets; no CI below 4)")
     zero = [line for line in ax.get_lines() if list(line.get_ydata()) == [0.0, 0.0]]
     assert zero and zero[0].get_linestyle() == "--"
     points = ax.containers[0].lines[0]  # the errorbar's data line
@@ -187,4 +226,7 @@ def test_report_on_sqlite_store_with_probe_runs(tmp_path: Path) -> None:
     assert csv.loc["far", "gap"] == pytest.approx(4.5) and csv.loc["far", "emd"] == 20.0
     report = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "## Gap vs. dataset distance" in report and "gap_vs_distance.png" in report
+    assert "correlations count targets, not runs" in report
+    assert str(tmp_path) not in report  # links and the store relative to the report folder
+    assert "local SQLite store `../mlflow.db`" in report
     assert distance_table(uri, "no-such-sweep").empty

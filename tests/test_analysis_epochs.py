@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from raysweep.analysis.epochs import EPOCH_LABEL, accuracy_vs_epoch, accuracy_vs_epoch_figure
-from raysweep.analysis.figures import ACCURACY_LABEL, DELTA_LABEL, source_colors
+from raysweep.analysis.figures import ACCURACY_LABEL, DELTA_LABEL, source_styles
+from raysweep.analysis.labels import source_labels
 from raysweep.analysis.stats import gap_table, summarize
 from raysweep.analysis.sweepdata import NotSupported, SweepData
 
@@ -108,7 +109,9 @@ def test_figure_draws_means_and_deltas_per_target() -> None:
     frame = history()
     curves = summarize(frame, ["blocks", "subset_size", "target", "source", "step"], "value")
     gaps = gap_table(frame, value="value")
-    fig = accuracy_vs_epoch_figure(curves, gaps, "title", source_colors(["nat", "rob"]))
+    labels = source_labels(frame)
+    assert labels == {"nat": "natural", "rob": "ℓ₂ ε=3"}
+    fig = accuracy_vs_epoch_figure(curves, gaps, "title", source_styles(frame), labels)
     axes = fig.get_axes()
     titles = [ax.get_title() for ax in axes]
     assert titles == [
@@ -122,12 +125,33 @@ def test_figure_draws_means_and_deltas_per_target() -> None:
     assert [ax.get_ylabel() for ax in axes] == [ACCURACY_LABEL] * 3 + [DELTA_LABEL] * 3
     assert all(ax.get_xlabel() == EPOCH_LABEL for ax in axes)
     lines = {line.get_label(): line for line in axes[0].get_lines()}
-    assert lines["nat"].get_xdata().tolist() == [1.0, 5.0, 10.0]
+    assert lines["natural"].get_xdata().tolist() == [1.0, 5.0, 10.0]
     expected = [np.mean([nat_acc(step, s) for s in range(3)]) for step in STEPS]
-    assert lines["nat"].get_ydata().tolist() == pytest.approx(expected)
-    delta = {line.get_label(): line for line in axes[5].get_lines()}["rob − nat"]
+    assert lines["natural"].get_ydata().tolist() == pytest.approx(expected)
+    pair = "ℓ₂ ε=3 − natural"
+    delta = {line.get_label(): line for line in axes[5].get_lines()}[pair]
     assert delta.get_ydata().tolist() == pytest.approx([2.6, 3.0, 3.5])
-    assert not [line for line in axes[4].get_lines() if line.get_label() == "rob − nat"]
+    assert not [line for line in axes[4].get_lines() if line.get_label() == pair]
+    # The robust source's colour means that source in both rows; hollow marks the delta.
+    robust = lines["ℓ₂ ε=3"]
+    assert delta.get_color() == robust.get_color() and delta.get_markerfacecolor() == "white"
+    # One legend column per source, its difference right below it; n per point in the title.
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["natural", "", "ℓ₂ ε=3", pair]
+    assert legend.get_title().get_text() == (
+        "n = 2–3 seeds per point; differences: n = 2–3 matched seeds per point"
+    )
+
+
+def test_sharey_shares_accuracy_and_delta_rows_separately() -> None:
+    frame = history()
+    curves = summarize(frame, ["blocks", "subset_size", "target", "source", "step"], "value")
+    gaps = gap_table(frame, value="value")
+    fig = accuracy_vs_epoch_figure(curves, gaps, "t", source_styles(frame), sharey=True)
+    axes = fig.get_axes()
+    assert len({ax.get_ylim() for ax in axes[:3]}) == 1  # the accuracy panels
+    assert len({ax.get_ylim() for ax in axes[3:]}) == 1  # the delta panels
+    assert axes[0].get_ylim() != axes[3].get_ylim()  # accuracy and delta are not one axis
 
 
 def test_one_evaluation_per_run_is_not_supported(tmp_path: Path) -> None:

@@ -13,9 +13,12 @@ from raysweep.analysis.figures import (
     ACCURACY_LABEL,
     DELTA_LABEL,
     SIZE_LABEL,
+    TICK_SIZE,
     accuracy_vs_subset_figure,
     delta_vs_subset_figure,
     plot_accuracy_vs_subset,
+    size_axis,
+    source_styles,
     write_gap_table,
 )
 from raysweep.analysis.stats import gap_table
@@ -23,6 +26,7 @@ from raysweep.analysis.tables import MISSING, format_cell, pivot_markdown
 
 N_TRAIN = {"100": 100, "400": 400, "all": 50_000}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NAT, L2 = "natural", "ℓ₂ ε=3"  # how the two sources are shown: by training, not by name
 
 
 def frame() -> pd.DataFrame:
@@ -55,6 +59,10 @@ def frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def lines_by_label(ax: object) -> dict[str, object]:
+    return {line.get_label(): line for line in ax.get_lines()}  # type: ignore[attr-defined]
+
+
 def test_accuracy_figure_has_labelled_panels_and_means() -> None:
     fig = accuracy_vs_subset_figure(frame(), "3")
     axes = fig.get_axes()
@@ -62,31 +70,89 @@ def test_accuracy_figure_has_labelled_panels_and_means() -> None:
     for ax in axes:
         assert ax.get_xlabel() == SIZE_LABEL and ax.get_ylabel() == ACCURACY_LABEL
         assert ax.get_xscale() == "log"
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "400", "all (50k)"]
-        assert {line.get_label() for line in ax.get_lines()} == {"nat", "l2_3"}
-    cifar = {line.get_label(): line for line in axes[0].get_lines()}
-    assert cifar["nat"].get_xdata().tolist() == [100.0, 400.0, 50_000.0]
-    assert cifar["nat"].get_ydata().tolist() == pytest.approx([51.0, 61.0, 71.0])
-    assert cifar["l2_3"].get_ydata().tolist() == pytest.approx([54.0, 64.0, 74.0])
-    svhn_nat = {line.get_label(): line for line in axes[1].get_lines()}["nat"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "400", "all\n(50k)"]
+        assert {line.get_label() for line in ax.get_lines()} == {NAT, L2}
+    cifar = lines_by_label(axes[0])
+    assert cifar[NAT].get_xdata().tolist() == [100.0, 400.0, 50_000.0]
+    assert cifar[NAT].get_ydata().tolist() == pytest.approx([51.0, 61.0, 71.0])
+    assert cifar[L2].get_ydata().tolist() == pytest.approx([54.0, 64.0, 74.0])
+    svhn_nat = lines_by_label(axes[1])[NAT]
     assert svhn_nat.get_xdata().tolist() == [100.0, 400.0]  # the hole stays a hole
-    assert fig.legends and fig._suptitle.get_text().startswith("Fine-tuning accuracy")
+    assert fig._suptitle.get_text().startswith("Fine-tuning accuracy")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [NAT, L2]  # natural first
+    assert legend.get_title().get_text() == "n = 3 seeds per point"
     with pytest.raises(ValueError, match="valid: 3"):
         accuracy_vs_subset_figure(frame(), "9")
 
 
+def test_labels_come_from_params_not_names() -> None:
+    df = frame().replace({"source": {"nat": "run_a", "l2_3": "run_b"}})
+    fig = accuracy_vs_subset_figure(df, "3")
+    assert {line.get_label() for line in fig.get_axes()[0].get_lines()} == {NAT, L2}
+
+
+def test_sources_differ_in_marker_and_dashes_not_only_colour() -> None:
+    """Readable in greyscale: each source has its own marker and line style."""
+    lines = lines_by_label(accuracy_vs_subset_figure(frame(), "3").get_axes()[0])
+    assert lines[NAT].get_marker() != lines[L2].get_marker()
+    assert lines[NAT].get_linestyle() != lines[L2].get_linestyle()
+    styles = source_styles(frame())
+    assert list(styles) == ["nat", "l2_3"] and styles["nat"].color == "black"
+
+
+def test_tick_labels_are_horizontal_readable_and_thinned() -> None:
+    fig = accuracy_vs_subset_figure(frame(), "3")
+    for label in fig.get_axes()[0].get_xticklabels():
+        assert label.get_rotation() == 0 and label.get_fontsize() >= TICK_SIZE >= 9
+    sizes = ["100", "200", "400", "800", "1600", "3200", "6400", "12800", "25600", "all"]
+    ticks = pd.DataFrame({"subset_size": sizes, "x": [*map(float, sizes[:-1]), 50_000.0]})
+    ax = fig.get_axes()[0]
+    size_axis(ax, ticks)
+    texts = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(ax.get_xticks()) == 10  # a tick on every size ...
+    assert texts == ["", "200", "", "800", "", "3.2k", "", "12.8k", "", "all\n(50k)"]  # ... apart
+
+
+def test_sharey_gives_panels_one_y_axis() -> None:
+    own = [ax.get_ylim() for ax in accuracy_vs_subset_figure(frame(), "3").get_axes()]
+    assert own[0] != own[1]  # cifar10 is ~20 points below svhn: each panel scales itself
+    shared = [
+        ax.get_ylim() for ax in accuracy_vs_subset_figure(frame(), "3", sharey=True).get_axes()
+    ]
+    assert shared[0] == shared[1]
+    assert shared[0][0] <= min(own[0][0], own[1][0]) and shared[0][1] >= max(own[0][1], own[1][1])
+    delta = delta_vs_subset_figure(gap_table(frame()), "3", sharey=True).get_axes()
+    assert delta[0].get_ylim() == delta[1].get_ylim()
+
+
 def test_delta_figure_has_zero_line_and_deltas() -> None:
-    fig = delta_vs_subset_figure(gap_table(frame()), "3")
+    fig = delta_vs_subset_figure(gap_table(frame()), "3", labels={"nat": NAT, "l2_3": L2})
     axes = fig.get_axes()
     assert [ax.get_title() for ax in axes] == ["cifar10", "svhn"]
+    pair = f"{L2} − {NAT}"
     for ax in axes:
         assert ax.get_xlabel() == SIZE_LABEL and ax.get_ylabel() == DELTA_LABEL
-        zero = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
-        assert len(zero) == 1 and list(zero[0].get_ydata()) == [0.0, 0.0]
-    delta = next(line for line in axes[0].get_lines() if line.get_label() == "l2_3 − nat")
+        zero = [line for line in ax.get_lines() if list(line.get_ydata()) == [0.0, 0.0]]
+        assert len(zero) == 1 and zero[0].get_linestyle() == "--"
+    delta = lines_by_label(axes[0])[pair]
     assert delta.get_ydata().tolist() == pytest.approx([3.0, 3.0, 3.0])  # 2 * (1 + mean seed/2)
-    svhn = next(line for line in axes[1].get_lines() if line.get_label() == "l2_3 − nat")
+    svhn = lines_by_label(axes[1])[pair]
     assert svhn.get_xdata().tolist() == [100.0, 400.0]
+    assert fig.legends[0].get_title().get_text() == "n = 3 matched seeds per point"
+
+
+def test_delta_keeps_the_source_colour_with_hollow_markers(tmp_path: Path) -> None:
+    """The delta of a robust source is its colour (one meaning per colour), marked as a
+    difference by hollow markers; the accuracy line of the same source is filled."""
+    styles = source_styles(frame())
+    accuracy = lines_by_label(accuracy_vs_subset_figure(frame(), "3", styles=styles).get_axes()[0])
+    labels = {"nat": NAT, "l2_3": L2}
+    fig = delta_vs_subset_figure(gap_table(frame()), "3", styles=styles, labels=labels)
+    delta = lines_by_label(fig.get_axes()[0])[f"{L2} − {NAT}"]
+    assert delta.get_color() == accuracy[L2].get_color()
+    assert delta.get_marker() == accuracy[L2].get_marker()
+    assert delta.get_markerfacecolor() == "white" != accuracy[L2].get_markerfacecolor()
 
 
 def test_plot_accuracy_vs_subset_writes_png_and_pdf(tmp_path: Path) -> None:
@@ -126,8 +192,11 @@ def test_write_gap_table(tmp_path: Path) -> None:
     hole = gap.set_index(["target", "subset_size"]).loc[("svhn", "all")]
     assert np.isnan(hole["delta"]) and hole["n"] == 0
     text = md_path.read_text()
+    assert f"| target | subset_size | {L2} − {NAT} |" in text
     assert "| svhn | all | –" in text
-    assert "+3.00 ± 2.48 (n=3)" in text
+    assert "| cifar10 | 100 | +3.00 ± 2.48 (n=3) |" in text
+    assert "**" not in text  # a difference has no "best": no bold, the sign says which way
+    assert "positive = the robust source is more accurate" in text
 
 
 def test_markdown_cells_and_bold_best() -> None:
@@ -144,8 +213,12 @@ def test_markdown_cells_and_bold_best() -> None:
             "n": [3, 3, 3, 1],
         }
     )
-    lines = pivot_markdown(summary, ["target", "subset_size"], "source").splitlines()
+    index = ["target", "subset_size"]
+    lines = pivot_markdown(summary, index, "source", bold_best=True).splitlines()
     assert lines[0] == "| target | subset_size | x | y |"
     assert lines[2] == "| a | 100 | 50.00 ± 2.00 (n=3) | **55.00 ± 3.00 (n=3)** |"
     assert lines[3] == "| a | all | 90.00 ± 1.00 (n=3) | – |"  # one value: nothing to bold
     assert lines[4] == "| b | 100 | 40.00 (n=1) | – |"
+    assert "**" not in pivot_markdown(summary, index, "source")  # bold only when asked
+    with pytest.raises(ValueError, match="no 'best'"):
+        pivot_markdown(summary, index, "source", signed=True, bold_best=True)

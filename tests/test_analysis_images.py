@@ -74,11 +74,11 @@ def test_inversion_grid_figure_shows_each_png(store: dict, tmp_path: Path) -> No
 
     found = collect_grids(sweep_data(store, store["runs"]), "inversion", "inversion.png", tmp_path)
     # linf_8 logged no PNG: it is left out, not drawn blank.
-    assert [label for label, _ in found] == ["nat (natural)", "l2_1 (pgd, ℓ₂ ε=1)"]
+    assert [label for label, _ in found] == ["natural", "ℓ₂ ε=1"]  # by training, not name
     panels = [(label, np.asarray(Image.open(p).convert("RGB"))) for label, p in found]
     fig = _grid_figure(panels, "t")
     axes = fig.get_axes()
-    assert len(axes) == 2 and axes[1].get_title() == "l2_1 (pgd, ℓ₂ ε=1)"
+    assert len(axes) == 2 and axes[1].get_title() == "ℓ₂ ε=1"
     for ax, name in zip(axes, ["nat", "l2_1"], strict=True):
         assert np.array_equal(
             np.asarray(ax.get_images()[0].get_array()), store["files"][name]["grid"]

@@ -21,11 +21,10 @@ from raysweep.analysis.families import family_names
 from raysweep.analysis.information import (
     TRAINING_PANELS,
     eps_groups,
-    eps_text,
     fisher_vs_eps,
     information_during_training,
-    source_label,
 )
+from raysweep.analysis.labels import eps_text, source_label
 from raysweep.analysis.sweepdata import NotSupported, SweepData
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,8 +69,8 @@ def fisher_probes() -> pd.DataFrame:
 
 def test_labels_show_kind_norm_and_eps() -> None:
     assert eps_text(8 / 255, "linf") == "8/255" and eps_text(0.5, "l2") == "0.5"
-    assert source_label(source_row("l2_1", "pgd", "l2", 1.0)) == "l2_1 (pgd, ℓ₂ ε=1)"
-    assert source_label(source_row("nat", "natural", "", 0.0)) == "nat (natural)"
+    assert source_label(source_row("l2_1", "pgd", "l2", 1.0)) == "ℓ₂ ε=1"
+    assert source_label(source_row("nat", "natural", "", 0.0)) == "natural"
     assert set(family_names()) >= {"fisher_vs_eps", "tsne_embeddings", "kl_g1_relerr_vs_eps"}
 
 
@@ -98,8 +97,8 @@ def test_fisher_vs_eps_writes_values_per_eps(tmp_path: Path) -> None:
     assert table.set_index("source").loc["l2_1", "logvar/stem.conv1"] == -9.0
     for png in (p for p in section.paths if p.suffix == ".png"):
         assert png.read_bytes()[:8] == PNG_MAGIC and png.with_suffix(".pdf").exists()
-    assert "| l2_1 | pgd | ℓ₂ | 1 | -8.000 |" in section.body
-    assert "| noise | gaussian | – | – | -6.000 |" in section.body
+    assert "| ℓ₂ ε=1 | -8.000 |" in section.body
+    assert "| Gaussian noise | -6.000 |" in section.body
     assert "fisher_logvar_vs_eps.png" in section.body
 
 
@@ -126,8 +125,11 @@ def test_fisher_not_supported_without_weight_fisher_runs(tmp_path: Path) -> None
         fisher_vs_eps(data, tmp_path)
     data = sweep_data(tmp_path)
     data.__dict__["probes"] = pd.DataFrame({"run_id": pd.Series(dtype=object)})
-    with pytest.raises(NotSupported, match="missing columns"):
+    with pytest.raises(NotSupported) as info:
         fisher_vs_eps(data, tmp_path)
+    # Said in the user's terms: which probe to add, not which column is missing.
+    assert "add a `weight_fisher` probe to the spec" in str(info.value)
+    assert "probe_" not in str(info.value) and "column" not in str(info.value)
 
 
 def history(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -170,8 +172,9 @@ def test_information_during_training_plots_every_logged_metric(tmp_path: Path) -
 
 def test_information_during_training_needs_tracking(tmp_path: Path) -> None:
     data = training_data(tmp_path, {"test/acc": {"nat": [1.0, 2.0]}})
-    with pytest.raises(NotSupported, match="track_information"):
+    with pytest.raises(NotSupported, match="set `pretrain.track_information`") as info:
         information_during_training(data, tmp_path)
+    assert "train/" not in str(info.value)  # no metric names
 
 
 def test_cckl_vs_test_loss_pearson_equals_scipy(tmp_path: Path) -> None:
@@ -208,13 +211,17 @@ def test_cckl_vs_test_loss_pearson_equals_scipy(tmp_path: Path) -> None:
     assert "orphan" not in across.index
     assert len(epoch_points(data)) == 10
     assert "cckl_vs_test_loss.png" in section.body and "r=" in section.body
+    # What n counts is said with every r: epochs of one source, or sources.
+    assert "(n=5 epochs)" in section.body
+    assert "r undefined (n=2 sources; needs ≥ 3 with spread)" in section.body
 
 
 def test_cckl_vs_test_loss_not_supported_without_loss(tmp_path: Path) -> None:
     data = training_data(tmp_path, {"train/cckl": {"nat": [1.0, 2.0]}})
     data.__dict__["probes"] = pd.DataFrame({"run_id": pd.Series(dtype=object)})
-    with pytest.raises(NotSupported, match="test/loss"):
+    with pytest.raises(NotSupported, match="a CCKL and a test loss") as info:
         cckl_vs_test_loss(data, tmp_path)
+    assert "add a `cckl` probe" in str(info.value)
 
 
 def relerr_probes() -> pd.DataFrame:
@@ -241,14 +248,15 @@ def test_kl_g1_relerr_values_per_eps(tmp_path: Path) -> None:
     assert list(nat["eps"]) == [0.01, 0.1, 1.0] and list(nat["relerr"]) == [0.01, 0.1, 1.0]
     robust = table[table["source"] == "l2_1"]
     assert list(robust["eps"]) == [0.01, 1.0] and list(robust["relerr"]) == [0.005, 0.5]
-    assert "| l2_1 (pgd, ℓ₂ ε=1) | 0.005 | – | 0.5 |" in section.body
+    assert "| ℓ₂ ε=1 | 0.005 | – | 0.5 |" in section.body
 
 
 def test_kl_g1_relerr_not_supported_without_cckl_probe(tmp_path: Path) -> None:
     data = sweep_data(tmp_path)
     data.__dict__["probes"] = fisher_probes()
-    with pytest.raises(NotSupported, match="kl_g1_relerr"):
+    with pytest.raises(NotSupported, match="add a `cckl` probe") as info:
         kl_g1_relerr_vs_eps(data, tmp_path)
+    assert "probe_" not in str(info.value) and "kl_g1_relerr" not in str(info.value)
 
 
 def test_families_read_a_real_mlflow_sweep(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from raysweep.analysis.report import NothingToAnalyze, write_sweep_report
+from raysweep.analysis.report import NothingToAnalyze, analyze_sweep, write_sweep_report
 from raysweep.analysis.results import (
     cache_results,
     count_unfinished,
@@ -172,8 +173,44 @@ def test_write_sweep_report(store: dict, tmp_path: Path) -> None:
     report = (tmp_path / "report" / "report.md").read_text()
     assert "finished fine-tuning runs: **8** (other runs, not counted: RUNNING: 1)" in report
     assert "![accuracy_vs_subset_blocks-3](accuracy_vs_subset_blocks-3.png)" in report
-    assert "| svhn | 100 | **46.50 ± 6.35 (n=2)** | 42.00 ± 25.41 (n=2) |" in report
-    assert "+4.50 ± 19.06 (n=2)" in report
+    # Sources by their training, natural first; the best accuracy of a row in bold.
+    assert "| target | subset_size | natural | ℓ₂ ε=3 |" in report
+    assert "| svhn | 100 | 42.00 ± 25.41 (n=2) | **46.50 ± 6.35 (n=2)** |" in report
+    assert "| ℓ₂ ε=3 | l2_3 | pgd | ℓ₂ | 3 | 4 |" in report  # coverage: label and spec name
+    # The gap table: signed, never bold, its sign convention said.
+    gap_section = report.split("## Robust − natural gap [pp]")[1].split("\n## ")[0]
+    assert "| svhn | 100 | +4.50 ± 19.06 (n=2) |" in gap_section and "**" not in gap_section
+    assert "positive = the robust source is more accurate" in gap_section
+
+
+def test_report_has_no_absolute_paths(store: dict, tmp_path: Path) -> None:
+    """report.md travels (MLflow artifact, copied between machines): every link and the
+    tracking store are relative to the report folder."""
+    out = tmp_path / "somewhere" / "report"
+    write_sweep_report(store["uri"], SWEEP, out)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    store_dir = store["uri"].removeprefix("sqlite:///").rsplit("/", 1)[0]
+    assert str(tmp_path) not in report and store_dir not in report
+    assert "local SQLite store `../../../" in report
+    for target in re.findall(r"\]\(([^)]+)\)", report):
+        assert not target.startswith("/") and (out / target).exists(), target
+
+
+def test_not_drawn_reasons_are_in_user_terms(store: dict, tmp_path: Path) -> None:
+    """A sweep without probes: every probe family says which probe to add, never a column."""
+    report = analyze_sweep(store["uri"], SWEEP, tmp_path)
+    reasons = report.skipped
+    assert {"fisher_vs_eps", "gap_vs_distance", "accuracy_vs_blocks", "tsne_embeddings"} <= set(
+        reasons
+    )
+    for name, reason in reasons.items():
+        for internal in ("probe_", "probe/", "train/", "test/", "missing columns"):
+            assert internal not in reason, (name, reason)
+    assert "add a `weight_fisher` probe to the spec" in reasons["fisher_vs_eps"]
+    assert "add a `distance` probe to the spec" in reasons["gap_vs_distance"]
+    assert "needs ≥ 2 `blocks` values" in reasons["accuracy_vs_blocks"]
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "## Not drawn" in text and "probe_" not in text.split("## Not drawn")[1]
 
 
 def test_report_without_runs_raises(store: dict, tmp_path: Path) -> None:
@@ -198,6 +235,22 @@ def test_script_draws_its_family(store: dict, tmp_path: Path) -> None:
     assert (tmp_path / "accuracy_summary.csv").exists()
     missing = run_script("--tracking-uri", store["uri"], "--sweep", "x", "--out", str(tmp_path))
     assert missing.returncode == 2
-    assert missing.stderr.strip() == "error: accuracy vs. subset size: no finished runs"
+    assert missing.stderr.strip() == (
+        "error: accuracy vs. subset size: the sweep has no finished fine-tuning runs yet"
+    )
     unknown = run_script("--root", str(tmp_path), "--sweep", "x")
     assert unknown.returncode == 2 and "no sweep named 'x'" in unknown.stderr
+
+
+def test_tracking_store_is_named_without_machine_paths(tmp_path: Path) -> None:
+    from raysweep.analysis.report import tracking_text
+
+    out = tmp_path / "sweep" / "report"
+    db = tmp_path / "sweep" / "mlflow.db"
+    assert tracking_text(f"sqlite:///{db}", out) == (
+        "local SQLite store `../mlflow.db` (relative to this report)"
+    )
+    assert tracking_text((tmp_path / "mlruns").as_uri(), out).startswith("local file store `../../")
+    assert tracking_text(str(tmp_path / "mlruns"), out).startswith("local file store `../../")
+    # A server keeps its address, never a password that came with it.
+    assert tracking_text("http://user:secret@tracking:5000/", out) == "`http://tracking:5000/`"

@@ -34,3 +34,21 @@ def test_one_script_per_family() -> None:
 def test_script_is_named_after_its_family(script: Path) -> None:
     names = {f.__name__: name for name, f in FAMILIES}
     assert names[family_of(script).__name__] == script.stem
+
+
+def test_sharey_reaches_the_family(tmp_path: Path) -> None:
+    """``--sharey`` (default off) arrives on ``data.options`` of the family a script draws."""
+    from raysweep.analysis.script import parse_args
+    from raysweep.analysis.sweepdata import Section, SweepData
+
+    seen: list[bool] = []
+
+    def family(data: SweepData, out_dir: Path) -> Section:
+        seen.append(data.options.sharey)
+        return Section("t", "", [])
+
+    common = ["--sweep", "s", "--tracking-uri", "sqlite:///unused.db", "--out", str(tmp_path)]
+    assert parse_args("d", common).sharey is False
+    assert family_main(family, "d", common) == 0
+    assert family_main(family, "d", [*common, "--sharey"]) == 0
+    assert seen == [False, True]

@@ -150,8 +150,8 @@ def test_gap_table_without_pairs_is_empty_with_columns() -> None:
 
 
 def test_eps_is_written_as_the_papers_do() -> None:
-    from raysweep.analysis.tables import format_eps
+    from raysweep.analysis.labels import eps_text
 
-    assert format_eps("linf", 2 / 255) == "2/255" and format_eps("linf", 0.03) == "0.03"
-    assert format_eps("l2", 0.25) == "0.25" and format_eps("", 0.0) == "0"
-    assert format_eps("", float("nan")) == "–" and format_eps("linf", None) == "–"
+    assert eps_text(2 / 255, "linf") == "2/255" and eps_text(0.03, "linf") == "0.03"
+    assert eps_text(0.25, "l2") == "0.25" and eps_text(0.0, "") == "0"
+    assert eps_text(float("nan"), "") == "–" and eps_text(None, "linf") == "–"

@@ -5,6 +5,10 @@ CCKL = E_{(x_i, y_i), (x_j, y_j): y_i ≠ y_j} KL(f(x_i) ‖ f(x_j)) (Eq. 2). Th
 Fig. 6) correlates it with the test cross-entropy over the epochs of training (Pearson r =
 −0.67 on CIFAR-10, −0.80 on CIFAR-100 for a ResNet-20). Its Table 2 checks the second-order
 expansion KL(f(x) ‖ f(x + η)) ≈ G1 = ½ηᵀF_xη: the relative error |KL − G1|/KL grows with ‖η‖ = ε.
+
+Two units of correlation, named wherever r is shown: the epochs of one source's training (as
+the paper does; successive epochs of one run are not independent samples, so their interval
+is descriptive) and the sources (one point per source). Below four points r has no interval.
 """
 
 from __future__ import annotations
@@ -18,15 +22,16 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from raysweep.analysis.distance import Correlation, correlations
-from raysweep.analysis.figures import _panel_grid, save_figure, source_colors
-from raysweep.analysis.information import (
-    latest_probe_rows,
-    links,
-    norm_symbol,
-    sort_sources,
-    source_label,
+from raysweep.analysis.distance import Correlation, correlation_text, correlations
+from raysweep.analysis.figures import (
+    LEGEND_SIZE,
+    Style,
+    panel_grid,
+    save_figure,
+    source_styles,
 )
+from raysweep.analysis.information import latest_probe_rows, links
+from raysweep.analysis.labels import label_of, norm_symbol, sort_sources, source_labels
 from raysweep.analysis.sweepdata import NotSupported, Section, SweepData
 from raysweep.analysis.tables import MISSING, markdown_table
 
@@ -34,13 +39,14 @@ LOSS_LABEL = "test cross-entropy [nats]"
 CCKL_LABEL = "CCKL [nats]"
 RELERR_PREFIX = "probe_kl_g1_relerr_eps_"
 POINT_COLUMNS = ["scope", "source", "epoch", "test_loss", "cckl"]
+# What one point of each scope is: the n of its correlation counts these.
+UNITS = {"epoch": "epochs", "source": "sources"}
 
 
-def _r_text(c: Correlation) -> str:
-    """``r=-0.67 [-0.90, -0.12], n=10`` (Pearson, Fisher-z 95 % CI) or why it is undefined."""
-    if math.isnan(c.pearson_r):
-        return f"r undefined (n={c.n}, need ≥ 3 with spread)"
-    return f"r={c.pearson_r:+.2f} [{c.pearson_low:+.2f}, {c.pearson_high:+.2f}], n={c.n}"
+def _r_text(c: Correlation, scope: str) -> str:
+    """``r=-0.67 [-0.90, -0.12] (n=10 epochs)`` (Pearson, Fisher-z 95 % CI from four points
+    on), or why there is no interval or no r."""
+    return correlation_text(c, UNITS.get(scope, "points"), spearman=False)
 
 
 def epoch_points(data: SweepData) -> pd.DataFrame:
@@ -85,44 +91,72 @@ def cckl_correlations(points: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["scope", "source", *Correlation._fields])
 
 
-def _scatter_epochs(ax: Axes, part: pd.DataFrame, labels: dict[str, str], colors: dict) -> None:
-    for source, line in part.groupby("source", sort=True):
+def _marker(style: Style, size: float) -> dict[str, object]:
+    """Scatter keywords of a source: its colour and marker shape (greyscale-safe)."""
+    return {"color": style.color, "marker": style.marker, "s": size}
+
+
+def _scatter_epochs(
+    ax: Axes, part: pd.DataFrame, labels: dict[str, str], styles: dict[str, Style]
+) -> None:
+    for source in [s for s in styles if s in set(part["source"])]:
+        line = part[part["source"] == source]
         c = correlations(line, x="test_loss", y="cckl")
-        ax.scatter(line["test_loss"], line["cckl"], s=14, color=colors[source],
-                   label=f"{labels.get(source, source)}: {_r_text(c)}")  # fmt: skip
+        ax.scatter(line["test_loss"], line["cckl"], **_marker(styles[source], 16),
+                   label=f"{label_of(labels, source)}: {_r_text(c, 'epoch')}")  # fmt: skip
     ax.set_title("per epoch of pretraining (App. B, Fig. 6)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=7, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=LEGEND_SIZE - 1,
+              frameon=False)  # fmt: skip
 
 
-def _scatter_sources(ax: Axes, part: pd.DataFrame, labels: dict[str, str], colors: dict) -> None:
-    for r in part.to_dict("records"):
-        ax.scatter([r["test_loss"]], [r["cckl"]], s=30, color=colors[r["source"]])
-        ax.annotate(labels.get(r["source"], r["source"]), (r["test_loss"], r["cckl"]),
-                    xytext=(3, 3), textcoords="offset points", fontsize=7)  # fmt: skip
+def _scatter_sources(
+    ax: Axes, part: pd.DataFrame, labels: dict[str, str], styles: dict[str, Style]
+) -> None:
+    for i, r in enumerate(part.sort_values("test_loss").to_dict("records")):
+        ax.scatter([r["test_loss"]], [r["cckl"]], **_marker(styles[str(r["source"])], 36))
+        # Names alternate above and below their point: neighbours along x do not collide.
+        dy = 6 if i % 2 == 0 else -6
+        ax.annotate(label_of(labels, r["source"]), (r["test_loss"], r["cckl"]),
+                    xytext=(0, dy), textcoords="offset points", ha="center",
+                    va="bottom" if dy > 0 else "top", fontsize=LEGEND_SIZE - 1)  # fmt: skip
     c = correlations(part, x="test_loss", y="cckl")
-    ax.set_title(f"across sources (probe CCKL, final test loss)\n{_r_text(c)}", fontsize=10)
-    ax.margins(x=0.3, y=0.15)  # room for the source names right of the points
+    ax.set_title(f"across sources (probe CCKL, final test loss)\n{_r_text(c, 'source')}",
+                 fontsize=10)  # fmt: skip
+    ax.margins(x=0.2, y=0.2)  # room for the source names around the points
 
 
-def cckl_loss_figure(points: pd.DataFrame, labels: dict[str, str]) -> Figure:
-    """A panel per scope present: CCKL against test loss with Pearson r and its 95 % CI."""
+def cckl_loss_figure(
+    points: pd.DataFrame,
+    labels: dict[str, str],
+    styles: dict[str, Style] | None = None,
+    sharey: bool = False,
+) -> Figure:
+    """A panel per scope present: CCKL against test loss with Pearson r, its 95 % CI from four
+    points on, and what n counts (epochs of one source, or sources)."""
     scopes = [s for s in ("epoch", "source") if (points["scope"] == s).any()]
-    fig, axes = _panel_grid(len(scopes), "CCKL vs. test cross-entropy (CCKL paper, App. B)")
+    title = "CCKL vs. test cross-entropy (CCKL paper, App. B)"
+    fig, axes = panel_grid(len(scopes), title, sharey=sharey)
     fig.set_size_inches(5.5 * len(scopes), fig.get_size_inches()[1] + 0.8)
-    colors = source_colors(list(points["source"]))  # one colour per source in both panels
+    styles = styles or source_styles(points)  # one style per source in both panels
     for ax, scope in zip(axes, scopes, strict=True):
         draw = _scatter_epochs if scope == "epoch" else _scatter_sources
-        draw(ax, points[points["scope"] == scope], labels, colors)
+        draw(ax, points[points["scope"] == scope], labels, styles)
         ax.set_xlabel(LOSS_LABEL)
         ax.set_ylabel(CCKL_LABEL)
         ax.grid(True, alpha=0.3)
     return fig
 
 
-def _source_labels(data: SweepData) -> dict[str, str]:
+def _sources(data: SweepData) -> pd.DataFrame:
+    """Every source the sweep trained or probed, with its params (one naming for all panels)."""
     frames = [f for f in (data.pretrain, data.probes) if "source" in f.columns]
-    rows = pd.concat(frames, ignore_index=True).dropna(subset=["source"])
-    return {r["source"]: source_label(r) for r in rows.drop_duplicates("source").to_dict("records")}
+    if not frames:
+        return pd.DataFrame({"source": pd.Series(dtype=object)})
+    return pd.concat(frames, ignore_index=True).dropna(subset=["source"])
+
+
+def _source_labels(data: SweepData) -> dict[str, str]:
+    return source_labels(_sources(data))
 
 
 def cckl_vs_test_loss(data: SweepData, out_dir: Path) -> Section:
@@ -130,26 +164,36 @@ def cckl_vs_test_loss(data: SweepData, out_dir: Path) -> Section:
     points = pd.concat([epoch_points(data), source_points(data)], ignore_index=True)
     if points.empty:
         raise NotSupported(
-            "CCKL vs. test loss: no source has both a CCKL (tracked or `cckl` probe) and a "
-            "logged test/loss"
+            "CCKL vs. test loss: no source has both a CCKL and a test loss; set "
+            "`pretrain.track_information` in the spec, or add a `cckl` probe to sources the "
+            "sweep trains"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     points_path, corr_path = out_dir / "cckl_vs_test_loss.csv", out_dir / "cckl_correlation.csv"
     points.to_csv(points_path, index=False)
     corr = cckl_correlations(points)
     corr.to_csv(corr_path, index=False)
-    figure = cckl_loss_figure(points, _source_labels(data))
+    sources = pd.concat([_sources(data), points[["source"]]], ignore_index=True)
+    labels, styles = source_labels(sources), source_styles(sources)
+    figure = cckl_loss_figure(points, labels, styles, data.options.sharey)
     paths = [points_path, corr_path, *save_figure(figure, out_dir, "cckl_vs_test_loss")]
     rows = [
-        [r["scope"], str(r["source"]), _r_text(Correlation(*(r[f] for f in Correlation._fields)))]
+        [
+            UNITS.get(r["scope"], r["scope"]),
+            label_of(labels, r["source"]),
+            _r_text(Correlation(*(r[f] for f in Correlation._fields)), r["scope"]),
+        ]
         for r in corr.to_dict("records")
     ]
     tables, figures_md = links(paths, out_dir)
     body = (
         "CCKL = mean KL(f(x_i) ‖ f(x_j)) over test pairs of different classes against the test "
-        "cross-entropy; Pearson r with its Fisher-z 95% CI (the paper reports r = −0.67 on "
-        f"CIFAR-10 over the epochs of a ResNet-20). Files: {tables}.\n\n"
-        + markdown_table(["over", "source", "Pearson r [95% CI]"], rows)
+        "cross-entropy; Pearson r with its Fisher-z 95% CI (none below 4 points). n counts "
+        "the epochs of one source's training (successive epochs of one run are not "
+        "independent samples: read that interval as descriptive), or the sources (one point "
+        "each). The paper reports r = −0.67 on CIFAR-10 over the epochs of a ResNet-20. "
+        f"Files: {tables}.\n\n"
+        + markdown_table(["points", "source", "Pearson r [95% CI]"], rows)
         + f"\n\n{figures_md}"
     )
     return Section("CCKL vs. test loss (CCKL paper, App. B)", body, paths)
@@ -177,25 +221,32 @@ def _probe_norm(config: object) -> str:
         return ""
 
 
-def relerr_figure(table: pd.DataFrame, labels: dict[str, str]) -> Figure:
+def relerr_figure(
+    table: pd.DataFrame,
+    labels: dict[str, str],
+    styles: dict[str, Style] | None = None,
+    sharey: bool = False,
+) -> Figure:
     """CCKL paper Table 2 as a figure: |KL − G1|/KL against the perturbation size ε (log-log),
-    a line per source, a panel per perturbation norm."""
+    a line per source (``styles`` by name; default: in the table's order), a panel per
+    perturbation norm."""
     norms = sorted(table["norm"].unique())
-    colors = source_colors(list(table["source"]))
-    fig, axes = _panel_grid(len(norms), "Second-order error |KL − G1|/KL vs. ε (CCKL Table 2)")
+    styles = styles or source_styles(table)
+    title = "Second-order error |KL − G1|/KL vs. ε (CCKL Table 2)"
+    fig, axes = panel_grid(len(norms), title, sharey=sharey)
     fig.set_size_inches(5.5 * len(norms), fig.get_size_inches()[1] + 0.6)
     for ax, norm in zip(axes, norms, strict=True):
         part = table[table["norm"] == norm]
         for source, line in part.groupby("source", sort=False):
-            ax.plot(line["eps"], line["relerr"], marker="o", color=colors[source],
-                    label=labels.get(source, source))  # fmt: skip
+            ax.plot(line["eps"], line["relerr"], label=label_of(labels, source),
+                    **styles[str(source)].kwargs())  # fmt: skip
         ax.set_xscale("log")
         if (part["relerr"] > 0).all():
             ax.set_yscale("log")
         ax.set_xlabel(f"perturbation size ε = ‖η‖ ({norm_symbol(norm) or 'norm?'}, pixels [0, 1])")
         ax.set_ylabel("|KL(f(x)‖f(x+η)) − G1| / KL")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=LEGEND_SIZE)
     return fig
 
 
@@ -203,23 +254,30 @@ def kl_g1_relerr_vs_eps(data: SweepData, out_dir: Path) -> Section:
     """CCKL paper Table 2: mean |KL − G1|/KL over test images per ε, one line per source."""
     what = "|KL − G1|/KL vs. ε"
     probes = data.probes
-    if not any(c.startswith(RELERR_PREFIX) for c in probes.columns):
-        raise NotSupported(f"{what}: no `cckl` probe logged probe/kl_g1_relerr/eps_<ε>")
+    # "Not drawn" names the probe to add, never the metric columns it would have logged.
+    missing = (
+        f"{what}: no finished `cckl` probe run measured |KL − G1|/KL; add a `cckl` probe (with "
+        "its `eps` values) to the spec"
+    )
     relerr = [c for c in probes.columns if c.startswith(RELERR_PREFIX)]
+    if not relerr or "probe" not in probes.columns:
+        raise NotSupported(missing)
     rows = probes[probes["probe"] == "cckl"].dropna(subset=relerr, how="all")
     if rows.empty:
-        raise NotSupported(f"{what}: the sweep has no finished `cckl` probe runs")
+        raise NotSupported(missing)
     rows = rows.sort_values(["end_time", "run_id"]).drop_duplicates("source", keep="last")
-    table = relerr_table(sort_sources(rows))
+    rows = sort_sources(rows)
+    table = relerr_table(rows)
     labels = _source_labels(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "kl_g1_relerr.csv"
     table.to_csv(csv_path, index=False)
-    paths = [csv_path, *save_figure(relerr_figure(table, labels), out_dir, "kl_g1_relerr_vs_eps")]
+    figure = relerr_figure(table, labels, source_styles(rows), data.options.sharey)
+    paths = [csv_path, *save_figure(figure, out_dir, "kl_g1_relerr_vs_eps")]
     wide = table.pivot_table(index="source", columns="eps", values="relerr", aggfunc="first")
     wide = wide.reindex(table["source"].unique())
     md = [
-        [labels.get(s, s), *(MISSING if pd.isna(v) else f"{v:.3g}" for v in r)]
+        [label_of(labels, s), *(MISSING if pd.isna(v) else f"{v:.3g}" for v in r)]
         for s, r in wide.iterrows()
     ]
     tables, figures_md = links(paths, out_dir)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysweep.analysis.figures import delta_by_target_figure, save_figure, source_colors
+from raysweep.analysis.figures import delta_by_target_figure, save_figure, styles_for
+from raysweep.analysis.labels import pair_column, source_labels
 from raysweep.analysis.results import SOURCE_PARAMS
 from raysweep.analysis.stats import (
     NATURAL,
@@ -43,7 +44,8 @@ from raysweep.analysis.tables import pivot_markdown
 COMPARISONS = ("norm", "eps")
 SOURCE_COLUMNS = list(SOURCE_PARAMS)
 REQUIRED = [*SOURCE_COLUMNS, "target", "subset_size", "blocks", "seed"]
-NORM_NAMES = {"l2": "ℓ2", "linf": "ℓ∞"}
+NORM_NAMES = {"l2": "ℓ₂", "linf": "ℓ∞"}
+SIGN = "positive = the first-named source is more accurate"
 TITLE = {
     "norm": "Constraint type: seed-matched test accuracy delta between norms",
     "eps": "Constraint size: seed-matched test accuracy delta, smaller − larger ε",
@@ -113,23 +115,35 @@ def _ylabel(comparison: str, part: pd.DataFrame) -> str:
     return "acc(first) − acc(second) [pp]"
 
 
-def plot_constraints(table: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """``constraint_<comparison>_blocks-<b>`` per comparison and blocks value with matches."""
-    colors = source_colors(list(table["pair"]))
+def labelled(table: pd.DataFrame, labels: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` with ``pair`` as labels (``ℓ₂ ε=3 − ℓ∞ ε=4/255``) and the pairs in order."""
+    pair, order = pair_column(table, "first", "second", labels)
+    return table.assign(pair=pair), order
+
+
+def plot_constraints(
+    table: pd.DataFrame, out_dir: Path, labels: dict[str, str] | None = None, sharey: bool = False
+) -> list[Path]:
+    """``constraint_<comparison>_blocks-<b>`` per comparison and blocks value with matches;
+    a line per pair (named by ``labels``), hollow markers (a difference)."""
+    table, order = labelled(table, labels or {})
+    styles = styles_for(order)
     paths: list[Path] = []
     for comparison in COMPARISONS:
         part = table[(table["comparison"] == comparison) & table["delta"].notna()]
         for blocks in sorted(part["blocks"].unique(), key=blocks_order):
             here = part[part["blocks"] == blocks].assign(line=lambda f: f["pair"])
             title = f"{TITLE[comparison]} (blocks={blocks}, mean ± 95% CI over seeds)"
-            fig = delta_by_target_figure(here, title, _ylabel(comparison, here), colors)
+            ylabel = _ylabel(comparison, here)
+            fig = delta_by_target_figure(here, title, ylabel, styles, sharey=sharey)
             paths += save_figure(fig, out_dir, f"constraint_{comparison}_blocks-{blocks}")
     return paths
 
 
-def constraint_markdown(table: pd.DataFrame) -> str:
-    """Per (comparison, blocks): rows (target, subset size), one column per pair, cells
-    ``delta ± ci95 (n)`` [pp], largest delta of each row in bold."""
+def constraint_markdown(table: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
+    """Per (comparison, blocks): rows (target, subset size), one column per pair (named by
+    ``labels``), cells ``delta ± ci95 (n)`` [pp], signed, no bold (a difference has no best)."""
+    table, order = labelled(table, labels or {})
     sections = []
     index = ["target", "subset_size"]
     if "epochs" in table and table["epochs"].nunique() > 1:
@@ -138,7 +152,9 @@ def constraint_markdown(table: pd.DataFrame) -> str:
         part = table[table["comparison"] == comparison]
         for blocks in sorted(part["blocks"].unique(), key=blocks_order):
             cells = part[part["blocks"] == blocks]
-            markdown = pivot_markdown(cells, index, "pair", mean="delta", signed=True)
+            columns = [p for p in order if p in set(cells["pair"])]
+            markdown = pivot_markdown(cells, index, "pair", mean="delta", signed=True,
+                                      column_values=columns)  # fmt: skip
             sections.append(f"### {comparison}: blocks = {blocks}\n\n{markdown}")
     return "\n\n".join(sections)
 
@@ -154,21 +170,22 @@ def constraint_comparison(data: SweepData, out_dir: Path) -> Section:
     table = constraint_table(df)
     if table.empty or table["delta"].notna().sum() == 0:
         raise NotSupported(
-            "constraint comparison: no two robust sources of the same architecture, source "
-            "dataset and training method differ in norm or ε with matched runs"
+            "constraint comparison: needs two robust sources of the same architecture, source "
+            "dataset and training method that differ in norm or ε, fine-tuned on the same cells"
         )
-    markdown = constraint_markdown(table)
+    labels = source_labels(df)
+    markdown = constraint_markdown(table, labels)
     files = write_tables(
         out_dir,
         {"constraint_deltas.csv": table},
-        {"constraint_deltas.md": f"# Constraint comparison [pp]\n\n{markdown}"},
+        {"constraint_deltas.md": f"# Constraint comparison [pp]\n\n{SIGN}.\n\n{markdown}"},
     )
-    figures = plot_constraints(table, out_dir)
+    figures = plot_constraints(table, out_dir, labels, data.options.sharey)
     text = (
         "Test accuracy of one robust source minus another's (same architecture, source dataset "
         "and training method), matched by target, subset size, seed and blocks; mean ± 95% t "
-        "half-width (n matched seeds). `norm`: ℓ2 − ℓ∞ sources; `eps`: smaller − larger ε of "
-        "one norm."
+        "half-width (n matched seeds); "
+        f"{SIGN}. `norm`: ℓ₂ − ℓ∞ sources; `eps`: smaller − larger ε of one norm."
     )
     title = "Constraint type and size (Utrera et al. 2021, Fig. 5)"
     return compose_section(title, text, files, figures, markdown, out_dir)

@@ -7,6 +7,12 @@ the accuracy gap (robust - natural) against the Earth Mover's Distance between s
 the farther the target, the larger the gap in favour of the robust model. They only trust the
 *order* of the distances, so the figure reports Spearman's rho next to Pearson's r.
 
+The unit of the correlation is the target: one point per target, its gap averaged over the
+subset sizes and seeds first. Subset sizes of one target are repeated measurements of it, not
+independent points, and are never counted as such. Below :data:`MIN_CI_POINTS` targets the
+correlation is shown without an interval (Fisher's z has n − 3 degrees of freedom: at n = 3
+the "interval" is [−1, +1], which says nothing) and the figure says so.
+
 Distances come from the sweep's ``distance`` probe runs (``raysweep.stage=probe``, tag
 ``probe=distance``, metrics ``probe/emd`` and ``probe/similarity``).
 """
@@ -23,7 +29,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
-from raysweep.analysis.figures import DELTA_LABEL, _panel_grid, save_figure, source_colors
+from raysweep.analysis.figures import (
+    DELTA_LABEL,
+    GAP_SIGN,
+    LEGEND_SIZE,
+    Style,
+    panel_grid,
+    save_figure,
+    source_styles,
+    zero_line,
+)
+from raysweep.analysis.labels import label_of, pair_column, source_labels
 from raysweep.analysis.results import sweep_runs
 from raysweep.analysis.stats import (
     OPTIONAL_PAIR_ON,
@@ -38,7 +54,19 @@ DISTANCE_PROBE = "distance"
 EMD_LABEL = "EMD source → target (feature-space distance)"
 STEM = "gap_vs_distance"
 DISTANCE_COLUMNS = ["source", "target", "emd", "similarity"]
-GAP_COLUMNS = ["robust", "natural", "blocks", "target", "gap", "ci95", "n", "emd", "emd_from"]
+GAP_COLUMNS = ["robust", "natural", "blocks", "target", "gap", "ci95", "n", "n_sizes", "n_cells"]
+GAP_COLUMNS += ["emd", "emd_from"]
+# Fewer points than this: r and ρ without an interval (Fisher z needs n − 3 > 0 and at n = 3
+# gives [−1, +1]).
+MIN_CI_POINTS = 4
+# |r| from here on is a perfect correlation: its Fisher-z interval degenerates to [±1, ±1].
+PERFECT = 1.0 - 1e-9
+DISTANCE_CAPTION = (
+    "Robust − natural gap per target against the natural source's EMD to the target. One "
+    "point per target: its gap averaged per seed over the subset sizes, then mean ± 95% t "
+    "half-width over the n seeds; the correlations count targets, not runs, and have no "
+    f"interval below {MIN_CI_POINTS} targets; {GAP_SIGN}."
+)
 # Side-by-side offset of the robust sources at one target, as a share of the EMD range: the
 # sources share the natural partner's EMD, and stacked error bars would hide one another.
 DODGE = 0.012
@@ -99,15 +127,25 @@ def _pair_emd(
     return math.nan, None
 
 
+def _target_gap(group: pd.DataFrame) -> tuple[float, float, int, int, int]:
+    """(gap, ci95, n seeds, n subset sizes, n cells) of one target's matched deltas: each
+    seed's deltas are averaged over its subset sizes first, so that the interval counts seeds,
+    the independent repetitions, and not subset sizes, which are settings of one target."""
+    per_seed = group.groupby("seed")["delta"].mean()
+    gap, half, n = t_interval(per_seed.to_numpy(dtype=float))
+    return gap, half, n, int(group["subset_size"].nunique()), len(group)
+
+
 def gap_vs_distance(finetune_df: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
     """Per (robust source, natural partner, blocks, target): the mean robust - natural gap, its
-    95 % t half-width, n, and the dataset distance.
+    95 % t half-width over seeds, n seeds, the subset sizes and cells pooled, and the distance.
 
-    gap = mean over every matched cell of (acc_robust - acc_natural) [pp], cells matched by
-    target, subset size, seed and blocks (and epochs when present, see :func:`paired_delta`);
-    all subset sizes and seeds are pooled, as Terzi et al. report one gap per target.
-    ci95 = t_{0.975, n-1} s / sqrt(n) over those n cells (:func:`t_interval`); pooling sizes
-    treats them as exchangeable, so read it as the spread of the gap, not a sampling error.
+    Deltas (acc_robust - acc_natural) [pp] are matched by target, subset size, seed and blocks
+    (and epochs when present, see :func:`paired_delta`). Terzi et al. report one gap per
+    target, so the subset sizes are pooled — but as what they are, settings of one target:
+    each seed's deltas are averaged over the sizes, and gap = mean over seeds, ci95 =
+    t_{0.975, n-1} s / sqrt(n) over those n seed means (:func:`t_interval`). ``n_sizes`` and
+    ``n_cells`` say how many subset sizes and matched cells went in.
 
     EMD: Terzi et al. measure every target's distance with one reference network. Here each
     source measures its own distance, so the pair is placed at the NATURAL partner's EMD (the
@@ -123,17 +161,20 @@ def gap_vs_distance(finetune_df: pd.DataFrame, distances: pd.DataFrame) -> pd.Da
     for robust, natural in natural_partners(df):
         deltas = paired_delta(df, robust=robust, natural=natural, pair_on=pair_on)
         for (blocks, target), group in deltas.groupby(["blocks", "target"], sort=True):
-            gap, half, n = t_interval(group["delta"].to_numpy(dtype=float))
             emd, emd_from = _pair_emd(lookup, robust, natural, str(target))
-            rows.append((robust, natural, blocks, target, gap, half, n, emd, emd_from))
+            rows.append((robust, natural, blocks, target, *_target_gap(group), emd, emd_from))
     out = pd.DataFrame(rows, columns=GAP_COLUMNS)
     types = {"gap": "float64", "ci95": "float64", "n": "int64", "emd": "float64"}
+    types |= {"n_sizes": "int64", "n_cells": "int64"}
     return out.astype(types).reset_index(drop=True)
 
 
 def _fisher_ci(r: float, se: float, confidence: float) -> tuple[float, float]:
-    """tanh(atanh(r) -/+ z_{(1+c)/2} se); |r| = 1 is nudged inside (-1, 1) to stay finite."""
-    z = math.atanh(float(np.clip(r, -np.nextafter(1.0, 0.0), np.nextafter(1.0, 0.0))))
+    """tanh(atanh(r) -/+ z_{(1+c)/2} se); NaN at |r| = 1, where atanh is infinite and the
+    interval would collapse to [±1, ±1], a certainty a handful of points cannot give."""
+    if abs(r) >= PERFECT:
+        return math.nan, math.nan
+    z = math.atanh(float(r))
     crit = float(scipy_stats.norm.ppf((1.0 + confidence) / 2.0))
     return math.tanh(z - crit * se), math.tanh(z + crit * se)
 
@@ -155,12 +196,16 @@ def correlations(
 ) -> Correlation:
     """Pearson r and Spearman rho of ``y`` against ``x`` over the rows with both values.
 
-    Pearson CI: Fisher z, tanh(atanh(r) +/- z_c / sqrt(n - 3)). Spearman CI: Fisher z with the
-    Bonett & Wright (2000) standard error sqrt((1 + rho^2 / 2) / (n - 3)). p-values: scipy's
-    ``pearsonr`` (two-sided) and ``spearmanr``'s t approximation, replaced by scipy's exact
-    ``permutation_test`` over all pairings for n <= 8 targets. With n = 3 the standard error
-    is infinite and the CIs are (-1, 1). With fewer than 3 points, or a constant x or y,
-    every figure is NaN: a correlation is undefined there, which is not an error.
+    Each row is one point: the caller decides the unit (a target, a source, an epoch) and
+    averages repeated measurements of it beforehand. Pearson CI: Fisher z, tanh(atanh(r) +/-
+    z_c / sqrt(n - 3)). Spearman CI: Fisher z with the Bonett & Wright (2000) standard error
+    sqrt((1 + rho^2 / 2) / (n - 3)). p-values: scipy's ``pearsonr`` (two-sided) and
+    ``spearmanr``'s t approximation, replaced by scipy's exact ``permutation_test`` over all
+    pairings for n <= 8 points. Below :data:`MIN_CI_POINTS` points the CIs are NaN (at n = 3
+    Fisher z has no degree of freedom left: the interval would be (-1, 1) whatever the data),
+    and so is the CI of a perfect correlation (|r| = 1, see :func:`_fisher_ci`).
+    With fewer than 3 points, or a constant x or y, every figure is NaN: a correlation is
+    undefined there, which is not an error.
     """
     both = df[[x, y]].astype(float).dropna()
     n = len(both)
@@ -171,10 +216,11 @@ def correlations(
     rho, p_rho = scipy_stats.spearmanr(xs, ys)
     if n <= EXACT_SPEARMAN_MAX_N:
         p_rho = _exact_spearman_p(xs, ys)
-    dof = n - 3
-    se_r = 1.0 / math.sqrt(dof) if dof > 0 else math.inf
-    se_rho = math.sqrt((1.0 + rho**2 / 2.0) / dof) if dof > 0 else math.inf
-    r_ci, rho_ci = _fisher_ci(r, se_r, confidence), _fisher_ci(rho, se_rho, confidence)
+    r_ci = rho_ci = (math.nan, math.nan)
+    if n >= MIN_CI_POINTS:
+        dof = n - 3
+        r_ci = _fisher_ci(r, 1.0 / math.sqrt(dof), confidence)
+        rho_ci = _fisher_ci(rho, math.sqrt((1.0 + rho**2 / 2.0) / dof), confidence)
     return Correlation(n, float(r), *r_ci, float(p_r), float(rho), *rho_ci, float(p_rho))
 
 
@@ -188,105 +234,142 @@ def correlation_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["robust", "natural", "blocks", *Correlation._fields])
 
 
-def _correlation_label(c: Correlation) -> str:
+def _with_ci(name: str, value: float, low: float, high: float, why: bool) -> str:
+    """``r=+0.80 [+0.10, +0.97]``, or without an interval, with ``why`` the reason when it is
+    the perfect correlation: ``ρ=+1.00 (no CI at |ρ| = 1)``."""
+    if not math.isnan(low):
+        return f"{name}={value:+.2f} [{low:+.2f}, {high:+.2f}]"
+    if why and abs(value) >= PERFECT:
+        return f"{name}={value:+.2f} (no CI at |{name}| = 1)"
+    return f"{name}={value:+.2f}"
+
+
+def correlation_text(c: Correlation, unit: str = "targets", spearman: bool = True) -> str:
+    """``r=+0.80 [+0.10, +0.97], ρ=+0.70 [...] (n=6 targets)``; below :data:`MIN_CI_POINTS`
+    points the values without an interval and why; undefined correlations say why."""
     if math.isnan(c.pearson_r):
-        return f"r, ρ undefined (n={c.n} targets, need ≥ 3 and spread)"
-    return (
-        f"r={c.pearson_r:+.2f} [{c.pearson_low:+.2f}, {c.pearson_high:+.2f}], "
-        f"ρ={c.spearman_rho:+.2f} [{c.spearman_low:+.2f}, {c.spearman_high:+.2f}], n={c.n}"
-    )
+        return f"r{', ρ' if spearman else ''} undefined (n={c.n} {unit}; needs ≥ 3 with spread)"
+    few = c.n < MIN_CI_POINTS  # then no interval at all, for one reason said once
+    values = _with_ci("r", c.pearson_r, c.pearson_low, c.pearson_high, not few)
+    if spearman:
+        values += ", " + _with_ci("ρ", c.spearman_rho, c.spearman_low, c.spearman_high, not few)
+    if few:
+        return f"{values} (n={c.n} {unit}; no CI below {MIN_CI_POINTS})"
+    return f"{values} (n={c.n} {unit})"
 
 
-def _draw_panel(ax: Axes, part: pd.DataFrame, colors: dict, span: float) -> None:
-    pairs = sorted(part.groupby(["robust", "natural"]).groups)
-    for i, (robust, natural) in enumerate(pairs):
-        line = part[(part["robust"] == robust) & (part["natural"] == natural)]
-        shift = (i - (len(pairs) - 1) / 2) * DODGE * span
+def _annotate_targets(ax: Axes, part: pd.DataFrame) -> None:
+    """Each target's name above its highest error bar; neighbours along x alternate between two
+    heights so that names of close targets do not run into each other or the points."""
+    tops = []
+    for (target, emd), here in part.groupby(["target", "emd"]):
+        tops.append((float(emd), float((here["gap"] + here["ci95"].fillna(0.0)).max()), target))
+    for i, (emd, top, target) in enumerate(sorted(tops)):
+        ax.annotate(str(target), (emd, top), xytext=(0, 5 + 11 * (i % 2)),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=9)  # fmt: skip
+
+
+def _draw_panel(
+    ax: Axes, part: pd.DataFrame, styles: dict[str, Style], labels: dict[str, str], span: float
+) -> None:
+    pair, order = pair_column(part, "robust", "natural", labels)
+    part = part.assign(pair=pair)
+    for i, text in enumerate(order):
+        line = part[part["pair"] == text]
+        shift = (i - (len(order) - 1) / 2) * DODGE * span
+        robust = str(line["robust"].iloc[0])
         # n = 1 has a NaN half-width: draw the point without a bar rather than a fake zero.
-        label = f"{robust} − {natural}: {_correlation_label(correlations(line))}"
         ax.errorbar(
             line["emd"] + shift,
             line["gap"],
             yerr=line["ci95"],
-            fmt="o",
-            color=colors[robust],
             capsize=3,
-            markersize=5,
-            label=label,
+            label=f"{text}\n{correlation_text(correlations(line))}",
+            **(styles[robust].kwargs(hollow=True) | {"linestyle": "none", "markersize": 6}),
         )
-    for (target, emd), here in part.groupby(["target", "emd"]):
-        top = float((here["gap"] + here["ci95"].fillna(0.0)).max())
-        ax.annotate(
-            str(target),
-            (emd, top),
-            xytext=(0, 4),
-            textcoords="offset points",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--")
+    _annotate_targets(ax, part)
+    zero_line(ax)
     ax.set_xlabel(EMD_LABEL)
     ax.set_ylabel(DELTA_LABEL)
     ax.grid(True, alpha=0.3)
-    ax.margins(x=0.12, y=0.15)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=7, frameon=False)
+    ax.margins(x=0.12, y=0.2)  # room for the target names above the points
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), fontsize=LEGEND_SIZE - 1,
+              frameon=False)  # fmt: skip
 
 
-def gap_vs_distance_figure(table: pd.DataFrame) -> Figure:
-    """Terzi Fig. 3: per blocks value, gap [pp] (mean ± 95 % t half-width over matched cells)
-    against EMD, one point per target (labelled), one colour per robust source, the Pearson
-    and Spearman correlations with their Fisher-z CIs in the legend, a dashed zero line.
+def gap_vs_distance_figure(
+    table: pd.DataFrame,
+    labels: dict[str, str] | None = None,
+    styles: dict[str, Style] | None = None,
+    sharey: bool = False,
+) -> Figure:
+    """Terzi Fig. 3: per blocks value, gap [pp] (mean ± 95 % t half-width over seeds) against
+    EMD, one point per target (named above it), one hollow marker style per robust source,
+    Pearson and Spearman correlations over targets in the legend (with Fisher-z CIs from
+    :data:`MIN_CI_POINTS` targets on), a dashed zero line. ``labels`` and ``styles`` (by source
+    name; default: from the robust names alone) keep sources as the other figures show them.
 
     Robust sources sharing an EMD are drawn side by side, offset by ±DODGE of the EMD range.
     """
     part = table.dropna(subset=["gap", "emd"])
     if part.empty:
         raise ValueError("no target has both a matched robust/natural gap and an EMD")
-    colors = source_colors(list(part["robust"]))
+    info = pd.DataFrame({"source": sorted(set(part["robust"]))})
+    styles = styles or source_styles(info)
+    labels = labels or source_labels(info)
     blocks = sorted(map(str, part["blocks"].unique()))
-    fig, axes = _panel_grid(len(blocks), "Robust − natural accuracy gap vs. dataset distance")
+    title = "Robust − natural accuracy gap vs. dataset distance (one point per target)"
+    fig, axes = panel_grid(len(blocks), title, sharey=sharey)
     fig.set_size_inches(5.5 * min(3, len(blocks)), fig.get_size_inches()[1] + 1.0)
     for ax, b in zip(axes, blocks, strict=True):
         here = part[part["blocks"].astype(str) == b]
         span = float(np.ptp(here["emd"])) or float(abs(here["emd"].mean())) or 1.0
-        _draw_panel(ax, here, colors, span)
+        _draw_panel(ax, here, styles, labels, span)
         ax.set_title(f"blocks = {b}")
     return fig
 
 
-def plot_gap_vs_distance(table: pd.DataFrame, out_dir: Path) -> list[Path]:
+def plot_gap_vs_distance(
+    table: pd.DataFrame,
+    out_dir: Path,
+    labels: dict[str, str] | None = None,
+    styles: dict[str, Style] | None = None,
+    sharey: bool = False,
+) -> list[Path]:
     """``gap_vs_distance.png`` and ``.pdf`` (see :func:`gap_vs_distance_figure`)."""
-    return save_figure(gap_vs_distance_figure(table), Path(out_dir), STEM)
+    fig = gap_vs_distance_figure(table, labels, styles, sharey=sharey)
+    return save_figure(fig, Path(out_dir), STEM)
 
 
-def _markdown(table: pd.DataFrame, corr: pd.DataFrame) -> str:
+def _markdown(table: pd.DataFrame, corr: pd.DataFrame, labels: dict[str, str]) -> str:
     parts = []
     for b, part in table.groupby("blocks", sort=True):
         rows = [
             [
-                r.robust,
-                r.natural,
+                label_of(labels, r.robust),
+                label_of(labels, r.natural),
                 r.target,
                 "–" if math.isnan(r.emd) else f"{r.emd:.3g}",
                 str(r.emd_from or "–"),
                 format_cell(r.gap, r.ci95, r.n, signed=True),
+                str(r.n_sizes),
             ]
             for r in part.sort_values(["robust", "emd"]).itertuples()
         ]
-        header = ["robust", "natural", "target", "EMD", "EMD of", "gap [pp]"]
+        header = ["robust", "natural", "target", "EMD", "EMD of", "gap [pp] (n seeds)", "sizes"]
         parts.append(f"## blocks = {b}\n\n{markdown_table(header, rows)}")
     rows = []
     for r in corr.to_dict("records"):
-        label = _correlation_label(Correlation(*(r[f] for f in Correlation._fields)))
-        rows.append([r["robust"], r["natural"], str(r["blocks"]), label])
-    header = ["robust", "natural", "blocks", "Pearson r / Spearman ρ [95% CI]"]
+        text = correlation_text(Correlation(*(r[f] for f in Correlation._fields)))
+        rows.append([label_of(labels, r["robust"]), label_of(labels, r["natural"]),
+                     str(r["blocks"]), text])  # fmt: skip
+    header = ["robust", "natural", "blocks", "Pearson r / Spearman ρ over targets [95% CI]"]
     parts.append("## Correlation over targets\n\n" + markdown_table(header, rows))
     return "\n\n".join(parts)
 
 
 def write_gap_vs_distance(
-    finetune_df: pd.DataFrame, distances: pd.DataFrame, out_dir: Path
+    finetune_df: pd.DataFrame, distances: pd.DataFrame, out_dir: Path, sharey: bool = False
 ) -> list[Path]:
     """``gap_vs_distance.csv`` / ``.md`` (table and correlations) and the figure as PNG + PDF.
 
@@ -302,21 +385,8 @@ def write_gap_vs_distance(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{STEM}.csv", out_dir / f"{STEM}.md"
     table.to_csv(csv_path, index=False)
-    intro = (
-        "Robust − natural test accuracy [pp] per target, pooled over subset sizes and seeds "
-        "(mean ± 95% t half-width, n matched cells), at the natural partner's EMD."
-    )
-    body = _markdown(table, correlation_table(table))
-    md_path.write_text(f"# Gap vs. distance\n\n{intro}\n\n{body}\n", encoding="utf-8")
-    return [csv_path, md_path, *plot_gap_vs_distance(table, out_dir)]
-
-
-def distance_section(paths: list[Path], out_dir: Path) -> str:
-    """The report.md section for :func:`write_gap_vs_distance`'s files."""
-    links = {p.suffix: p.relative_to(out_dir).as_posix() for p in paths}
-    return (
-        "## Gap vs. dataset distance (Terzi et al. 2021, Fig. 3)\n\n"
-        "Robust − natural gap per target against the natural source's EMD to the target; "
-        f"table and correlations: [{STEM}.md]({links['.md']}), [{STEM}.csv]({links['.csv']})."
-        f"\n\n![{STEM}]({links['.png']})\n\n[PDF]({links['.pdf']})"
-    )
+    labels = source_labels(finetune_df)
+    body = _markdown(table, correlation_table(table), labels)
+    md_path.write_text(f"# Gap vs. distance\n\n{DISTANCE_CAPTION}\n\n{body}\n", encoding="utf-8")
+    styles = source_styles(finetune_df)
+    return [csv_path, md_path, *plot_gap_vs_distance(table, out_dir, labels, styles, sharey)]

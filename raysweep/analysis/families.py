@@ -13,11 +13,18 @@ from pathlib import Path
 from raysweep.analysis.blocks import accuracy_vs_blocks
 from raysweep.analysis.cckl import cckl_vs_test_loss, kl_g1_relerr_vs_eps
 from raysweep.analysis.constraints import constraint_comparison
-from raysweep.analysis.distance import distance_table, write_gap_vs_distance
+from raysweep.analysis.distance import DISTANCE_CAPTION, distance_table, write_gap_vs_distance
 from raysweep.analysis.epochs import accuracy_vs_epoch
-from raysweep.analysis.figures import gap_markdown, plot_accuracy_vs_subset, write_gap_table
+from raysweep.analysis.figures import (
+    GAP_SIGN,
+    accuracy_markdown,
+    gap_markdown,
+    plot_accuracy_vs_subset,
+    write_gap_table,
+)
 from raysweep.analysis.images import inversion_grids, tsne_embeddings
 from raysweep.analysis.information import fisher_vs_eps, information_during_training
+from raysweep.analysis.labels import source_labels
 from raysweep.analysis.search_plots import search_plots
 from raysweep.analysis.stats import gap_table, natural_partners, summarize
 from raysweep.analysis.sweepdata import (
@@ -29,7 +36,6 @@ from raysweep.analysis.sweepdata import (
     link,
     require_columns,
 )
-from raysweep.analysis.tables import pivot_markdown
 from raysweep.analysis.transfer_tables import transfer_tables
 
 # The link helpers live in sweepdata; re-exported for modules that import them from here.
@@ -37,6 +43,10 @@ __all__ = ["FAMILIES", "Family", "family_names", "figure_links", "file_links", "
 
 Family = Callable[[SweepData, Path], Section]
 CELL = ["source", "target", "subset_size", "blocks"]
+NO_PAIR = (
+    "{what}: needs a robust and a natural source of the same architecture and source dataset, "
+    "both fine-tuned on the same targets"
+)
 
 
 def accuracy_vs_subset(data: SweepData, out_dir: Path) -> Section:
@@ -46,15 +56,17 @@ def accuracy_vs_subset(data: SweepData, out_dir: Path) -> Section:
     summary = summarize(df, CELL)
     summary_path = out_dir / "accuracy_summary.csv"
     summary.to_csv(summary_path, index=False)
-    figures = plot_accuracy_vs_subset(df, out_dir)
+    figures = plot_accuracy_vs_subset(df, out_dir, sharey=data.options.sharey)
+    labels = source_labels(df)
     parts = [
-        "Mean over seeds with its 95% t-interval (band); the delta panels subtract the natural "
-        "source's accuracy seed by seed. Test accuracy [%] per cell, mean ± 95% t half-width "
-        f"(n runs), best source per row in bold; all cells: {file_links([summary_path], out_dir)}.",
+        "Mean over seeds with its 95% t-interval (band; n seeds per point in the legend); the "
+        "delta panels subtract the natural source's accuracy seed by seed "
+        f"({GAP_SIGN}). Test accuracy [%] per cell, mean ± 95% t half-width (n runs), best "
+        f"accuracy per row in bold; all cells: {file_links([summary_path], out_dir)}.",
         figure_links(figures, out_dir),
     ]
     for b, part in summary.groupby("blocks", sort=True):
-        table = pivot_markdown(part, ["target", "subset_size"], "source")
+        table = accuracy_markdown(part, labels, ["target", "subset_size"])
         parts.append(f"### blocks = {b}\n\n{table}")
     title = "Accuracy vs. training-set size (Utrera et al. 2021, Fig. 2)"
     return Section(title, "\n\n".join(parts), [summary_path, *figures])
@@ -65,34 +77,37 @@ def robust_natural_gap(data: SweepData, out_dir: Path) -> Section:
     df = data.finetune
     require_columns(df, CELL, "robust − natural gap")
     if not natural_partners(df):
-        raise NotSupported(
-            "robust − natural gap: no robust source has a natural source of the same "
-            "architecture and source dataset"
-        )
+        raise NotSupported(NO_PAIR.format(what="robust − natural gap"))
     paths = write_gap_table(df, out_dir)
     text = (
         "Each robust source minus the natural source of the same architecture and source "
         "dataset, matched by target, subset size, seed and blocks; mean ± 95% t half-width "
-        f"(n matched seeds). Files: {file_links(paths, out_dir)}."
+        f"(n matched seeds); {GAP_SIGN}. Files: {file_links(paths, out_dir)}."
     )
-    body = f"{text}\n\n{gap_markdown(gap_table(df), heading='###')}"
-    return Section("Robust − natural gap [pp]", body, paths)
+    table = gap_markdown(gap_table(df), heading="###", labels=source_labels(df))
+    return Section("Robust − natural gap [pp]", f"{text}\n\n{table}", paths)
 
 
 def gap_vs_distance(data: SweepData, out_dir: Path) -> Section:
     """Terzi et al. 2021, Fig. 3: the gap per target against the source → target EMD."""
+    what = "gap vs. distance"
     distances = distance_table(data.tracking_uri, data.sweep)
     if distances.empty:
-        raise NotSupported("gap vs. distance: the sweep has no finished `distance` probe runs")
+        raise NotSupported(
+            f"{what}: the sweep has no finished `distance` probe runs; add a `distance` probe "
+            "to the spec"
+        )
     if data.finetune.empty or not natural_partners(data.finetune):
-        raise NotSupported("gap vs. distance: no robust/natural pair of fine-tuning runs")
-    paths = write_gap_vs_distance(data.finetune, distances, out_dir)
+        raise NotSupported(NO_PAIR.format(what=what))
+    paths = write_gap_vs_distance(data.finetune, distances, out_dir, sharey=data.options.sharey)
     if not paths:
-        raise NotSupported("gap vs. distance: no target has both a matched gap and an EMD")
+        raise NotSupported(
+            f"{what}: no target has both a robust − natural gap and a `distance` probe run "
+            "(of the natural or the robust source) to it"
+        )
     body = (
-        "Robust − natural gap per target against the natural source's EMD to the target "
-        f"(pooled over subset sizes and seeds); table and correlations: "
-        f"{file_links(paths, out_dir)}.\n\n{figure_links(paths, out_dir)}"
+        f"{DISTANCE_CAPTION} Table and correlations: {file_links(paths, out_dir)}."
+        f"\n\n{figure_links(paths, out_dir)}"
     )
     return Section("Gap vs. dataset distance (Terzi et al. 2021, Fig. 3)", body, paths)
 

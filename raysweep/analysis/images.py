@@ -22,8 +22,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import silhouette_score
 
-from raysweep.analysis.figures import _legend, _panel_grid, save_figure
-from raysweep.analysis.information import latest_probe_rows, links, source_label
+from raysweep.analysis.figures import figure_legend, panel_grid, save_figure
+from raysweep.analysis.information import latest_probe_rows, links
+from raysweep.analysis.labels import label_of, source_labels
 from raysweep.analysis.sweepdata import NotSupported, Section, SweepData
 
 # (probe, artifact file, figure stem, what the rows of each grid show)
@@ -78,11 +79,12 @@ def collect_grids(data: SweepData, probe: str, name: str, dst: Path) -> list[tup
         rows = latest_probe_rows(data, probe, [], f"{probe} grids")
     except NotSupported:
         return []
+    labels = source_labels(rows)
     found = []
-    for r in rows.to_dict("records"):
-        local = _download(data, r["run_id"], f"probe/{probe}/{name}", dst / str(r["source"]))
+    for r in rows.to_dict("records"):  # one folder per run: names are data, never paths
+        local = _download(data, r["run_id"], f"probe/{probe}/{name}", dst / str(r["run_id"]))
         if local is not None:
-            found.append((source_label(r), local))
+            found.append((label_of(labels, r["source"]), local))
     return found
 
 
@@ -100,7 +102,8 @@ def inversion_grids(data: SweepData, out_dir: Path) -> Section:
         paths += save_figure(_grid_figure(panels, title), out_dir, stem)
     if not paths:
         raise NotSupported(
-            "inversion grids: no finished `inversion` or `effective_images` probe has its PNG"
+            "inversion grids: the sweep has no finished `inversion` or `effective_images` probe "
+            "run with its image grid; add one of these probes to the spec"
         )
     _, figures_md = links(paths, out_dir)
     body = (
@@ -119,10 +122,11 @@ def load_embeddings(data: SweepData, dst: Path) -> list[dict]:
         rows = latest_probe_rows(data, "tsne", [], "t-SNE")
     except NotSupported:
         return []
+    names = source_labels(rows)  # (``labels`` below are the images' classes)
     out = []
     for r in rows.to_dict("records"):
         local = [
-            _download(data, r["run_id"], f"probe/tsne/{f}", dst / str(r["source"]))
+            _download(data, r["run_id"], f"probe/tsne/{f}", dst / str(r["run_id"]))
             for f in TSNE_FILES
         ]
         if any(p is None for p in local):
@@ -132,7 +136,7 @@ def load_embeddings(data: SweepData, dst: Path) -> list[dict]:
         if sil is None or pd.isna(sil):
             classes = np.unique(labels).size
             sil = silhouette_score(emb, labels) if 2 <= classes < len(labels) else math.nan
-        out.append({"source": r["source"], "label": source_label(r), "embedding": emb,
+        out.append({"source": r["source"], "label": label_of(names, r["source"]), "embedding": emb,
                     "labels": labels, "silhouette": float(sil)})  # fmt: skip
     return out
 
@@ -158,10 +162,10 @@ def tsne_figure(items: list[dict]) -> Figure:
 
     classes = np.unique(np.concatenate([i["labels"] for i in items]))
     cmap = colormaps["tab10" if classes.size <= 10 else "tab20"]
-    fig, axes = _panel_grid(len(items), "t-SNE of penultimate features (Terzi et al. Fig. 6)")
+    fig, axes = panel_grid(len(items), "t-SNE of penultimate features (Terzi et al. Fig. 6)")
     for ax, item in zip(axes, items, strict=True):
         _tsne_panel(ax, item, classes, cmap)
-    _legend(fig, axes)
+    figure_legend(fig, axes)
     return fig
 
 
@@ -170,7 +174,10 @@ def tsne_embeddings(data: SweepData, out_dir: Path) -> Section:
     with tempfile.TemporaryDirectory() as tmp:
         items = load_embeddings(data, Path(tmp))
     if not items:
-        raise NotSupported("t-SNE: no finished `tsne` probe has its embedding and labels")
+        raise NotSupported(
+            "t-SNE: the sweep has no finished `tsne` probe run with its embedding; add a `tsne` "
+            "probe to the spec"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "tsne_silhouette.csv"
     table = pd.DataFrame(

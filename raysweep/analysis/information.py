@@ -6,20 +6,36 @@ weights; the variational log-variance ln σ² of the weight noise a network tole
 (Fig. 3-4, 7-8) follows the input-Fisher Frobenius norm ‖F_x‖_F and CCKL epoch by epoch while
 a source trains (``pretrain.track_information``), next to its accuracy.
 
-Also the helpers the probe families share: one row per source of a probe, its label.
+Also the helpers the probe families share: one row per source of a probe (sources are named
+and ordered by :mod:`raysweep.analysis.labels`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from raysweep.analysis.figures import _legend, _panel_grid, save_figure, source_colors
+from raysweep.analysis.figures import (
+    LEGEND_SIZE,
+    figure_legend,
+    panel_grid,
+    save_figure,
+    source_styles,
+)
+from raysweep.analysis.labels import (
+    KIND_NAMES,
+    eps_text,
+    is_natural,
+    label_of,
+    norm_symbol,
+    sort_sources,
+    source_labels,
+)
 from raysweep.analysis.sweepdata import (
     NotSupported,
     Section,
@@ -28,12 +44,23 @@ from raysweep.analysis.sweepdata import (
     file_links,
     require_columns,
 )
-from raysweep.analysis.tables import MISSING, markdown_table
+from raysweep.analysis.tables import markdown_table
 
-NORM_SYMBOLS = {"l2": "ℓ₂", "linf": "ℓ∞", "l1": "ℓ₁"}
 FISHER_MEAN = "probe_fisher_mean_logvar"
 FISHER_LAYER_PREFIX = "probe_fisher_logvar_"
 LOGVAR_LABEL = "ln σ² of weight noise (mean over filters)"
+# Panel titles in words (the y labels carry units); metric names are for the CSV.
+PANEL_TITLES = {
+    "train/fx_fnorm": "input Fisher norm",
+    "train/cckl": "CCKL",
+    "test/acc": "clean accuracy",
+    "adv/acc": "PGD accuracy",
+    "adv/acc_cw": "CW accuracy",
+    "test/loss": "test loss",
+    "train/weight_norm": "weight norm",
+}
+# More trained ε values than this: a plain numeric axis instead of one tick per source.
+MAX_EPS_TICKS = 8
 SOURCE_INFO = ["source", "source_training", "source_norm", "source_eps"]
 # Families of sources that share an ε axis: a natural source is ε = 0 only of its own kind.
 FAMILY = ["source_architecture", "source_dataset"]
@@ -43,41 +70,10 @@ TRAINING_PANELS: tuple[tuple[str, str, bool], ...] = (
     ("train/cckl", "CCKL [nats]", False),
     ("test/acc", "clean test accuracy [%]", False),
     ("adv/acc", "PGD test accuracy [%]", False),
+    ("adv/acc_cw", "CW (PGD on the margin) test accuracy [%]", False),
     ("test/loss", "test cross-entropy [nats]", False),
     ("train/weight_norm", "weight norm ‖W‖₂ (conv + linear)", False),
 )
-
-
-def norm_symbol(norm: object) -> str:
-    """``l2`` -> ``ℓ₂``; unknown or missing norms pass through as text."""
-    text = "" if norm is None or (isinstance(norm, float) and math.isnan(norm)) else str(norm)
-    return NORM_SYMBOLS.get(text, text)
-
-
-def eps_text(eps: float, norm: object) -> str:
-    """``0.25``; ℓ∞ radii that are whole multiples of 1/255 as ``2/255``; no ε as ``–``."""
-    if math.isnan(eps):
-        return MISSING
-    k = eps * 255.0
-    if str(norm) == "linf" and eps > 0 and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{eps:g}"
-
-
-def is_natural(df: pd.DataFrame) -> pd.Series:
-    """Rows whose source trained naturally (the ε = 0 point of every ε axis)."""
-    training = df["source_training"] if "source_training" in df else pd.Series("", df.index)
-    return training.fillna("").astype(str).eq("natural")
-
-
-def source_label(row: pd.Series | dict) -> str:
-    """``natural (natural)``, ``l2_0.25 (pgd, ℓ₂ ε=0.25)``, ``g (gaussian)``."""
-    name, kind = str(row.get("source")), str(row.get("source_training") or "natural")
-    eps = row.get("source_eps")
-    if kind == "natural" or eps is None or pd.isna(eps):
-        return f"{name} ({kind})"
-    norm = row.get("source_norm")
-    return f"{name} ({kind}, {norm_symbol(norm)} ε={eps_text(float(eps), norm)})"
 
 
 def latest_probe_rows(
@@ -86,25 +82,15 @@ def latest_probe_rows(
     """The FINISHED runs of ``probe`` with every ``needed`` column set, one per source: the one
     that ended last (a probe re-run with new params replaces the old one). Sorted by training
     kind, norm, ε, source. Raises :class:`NotSupported` when there is none."""
+    # What the user reads in "Not drawn": which probe to add, never which column is missing.
+    reason = f"the sweep has no finished `{probe}` probe runs; add a `{probe}` probe to the spec"
     df = data.probes
-    require_columns(df, ["probe", "source", *needed], what)
+    require_columns(df, ["probe", "source", *needed], what, reason)
     rows = df[(df["probe"] == probe)].dropna(subset=["source", *needed])
     if rows.empty:
-        raise NotSupported(f"{what}: the sweep has no finished `{probe}` probe runs")
+        raise NotSupported(f"{what}: {reason}")
     rows = rows.sort_values(["end_time", "run_id"]).drop_duplicates("source", keep="last")
     return sort_sources(rows)
-
-
-def sort_sources(df: pd.DataFrame) -> pd.DataFrame:
-    """Natural sources first, then by training kind, norm, ε and name."""
-    keys = df.assign(
-        _natural=~is_natural(df),
-        _kind=df.get("source_training", pd.Series("", df.index)).fillna("").astype(str),
-        _norm=df.get("source_norm", pd.Series("", df.index)).fillna("").astype(str),
-        _eps=pd.to_numeric(df.get("source_eps", pd.Series(0.0, df.index)), errors="coerce"),
-    )
-    order = ["_natural", "_kind", "_norm", "_eps", "source"]
-    return keys.sort_values(order, kind="stable").drop(columns=order[:-1]).reset_index(drop=True)
 
 
 def links(paths: list[Path], out_dir: Path) -> tuple[str, str]:
@@ -122,7 +108,8 @@ def eps_groups(df: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     ε = 0. Sources without an ε (e.g. Gaussian noise) are on no ε axis and are left out; a sweep
     with natural sources only gives one ``("natural", "")`` group."""
     natural = df[is_natural(df)].assign(source_eps=0.0)
-    robust = df[~is_natural(df) & pd.to_numeric(df["source_eps"], errors="coerce").notna()]
+    # Gaussian-noise sources log ε = 0 (they have no attack budget): not on any ε axis either.
+    robust = df[~is_natural(df) & (pd.to_numeric(df["source_eps"], errors="coerce") > 0)]
     groups: dict[tuple[str, str], pd.DataFrame] = {}
     for (kind, norm), part in robust.groupby(["source_training", "source_norm"], dropna=False):
         groups[(str(kind), str(norm))] = pd.concat([natural, part], ignore_index=True)
@@ -152,16 +139,34 @@ def fisher_table(rows: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={c: "logvar/" + c[len(FISHER_LAYER_PREFIX) :] for c in layers})
 
 
-def fisher_figures(table: pd.DataFrame) -> dict[str, Figure]:
+def group_title(kind: str, norm: str) -> str:
+    """``PGD ℓ₂``, ``TRADES ℓ∞``: the title of one ε axis."""
+    name = KIND_NAMES.get(kind) if kind in ("natural", "gaussian") else kind.upper()
+    return f"{name} {norm_symbol(norm)}".strip()
+
+
+def _eps_ticks(ax: Axes, eps: pd.Series, norm: str) -> None:
+    """Ticks on the trained ε values, written as the sources are (``8/255``), while few."""
+    values = sorted(set(pd.to_numeric(eps, errors="coerce").dropna()))
+    if 0 < len(values) <= MAX_EPS_TICKS:
+        ax.set_xticks(values, [eps_text(v, norm) for v in values])
+
+
+def fisher_figures(table: pd.DataFrame, sharey: bool = False) -> dict[str, Figure]:
     """Terzi Fig. 4: mean ln σ² against training ε, a panel per (kind, norm) with the natural
-    source at ε = 0; and the same per layer (a line per layer), a panel per kind and norm."""
+    source at ε = 0; and the same per layer (a line per layer), a panel per kind and norm.
+    ``sharey`` gives the panels of each figure one y-axis."""
     groups = eps_groups(table)
     if not groups:
-        raise ValueError("no source with an ε to place on the axis")
+        raise ValueError(
+            "no natural or adversarially trained source to place on an ε axis (Gaussian-noise "
+            "sources have no ε)"
+        )
     layers = [c for c in table.columns if c.startswith("logvar/")]
     title = "Weight-Fisher log-variance vs. training ε (Terzi Fig. 4)"
-    fig, axes = _panel_grid(len(groups), title)
-    per_layer, layer_axes = _panel_grid(len(groups), title.replace(" vs.", " per layer vs."))
+    fig, axes = panel_grid(len(groups), title, sharey=sharey)
+    layer_title = title.replace(" vs.", " per layer vs.")
+    per_layer, layer_axes = panel_grid(len(groups), layer_title, sharey=sharey)
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]
@@ -173,13 +178,14 @@ def fisher_figures(table: pd.DataFrame) -> dict[str, Figure]:
             color = cmap(i / max(1, len(layers) - 1))
             lax.plot(means.index, means.to_numpy(), marker=".", color=color, label=layer[7:])
         for a in (ax, lax):
-            a.set_title(f"{kind} {norm_symbol(norm)}".strip())
+            a.set_title(group_title(kind, norm))
             a.set_xlabel(f"training ε ({norm_symbol(norm) or 'none'}, pixels in [0, 1])")
             a.set_ylabel(LOGVAR_LABEL)
             a.grid(True, alpha=0.3)
+            _eps_ticks(a, part["source_eps"], norm)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    _legend(per_layer, layer_axes)
+            ax.legend(fontsize=LEGEND_SIZE)
+    figure_legend(per_layer, layer_axes)
     return {"fisher_logvar_vs_eps": fig, "fisher_layer_logvar_vs_eps": per_layer}
 
 
@@ -187,10 +193,16 @@ def fisher_vs_eps(data: SweepData, out_dir: Path) -> Section:
     """Terzi et al. 2021, Fig. 4: weight-Fisher log-variance of each source against its ε."""
     what = "Fisher log-variance vs. ε"
     rows = latest_probe_rows(data, "weight_fisher", [FISHER_MEAN], what)
-    require_columns(rows, SOURCE_INFO, what)
+    require_columns(
+        rows,
+        SOURCE_INFO,
+        what,
+        "the `weight_fisher` probe runs do not record how their sources were trained (kind, "
+        "norm, ε); re-run the probes with this version of raysweep",
+    )
     table = fisher_table(rows)
     try:
-        figures = fisher_figures(table)
+        figures = fisher_figures(table, data.options.sharey)
     except ValueError as error:
         raise NotSupported(f"{what}: {error}") from error
     csv_path = out_dir / "fisher_vs_eps.csv"
@@ -199,17 +211,16 @@ def fisher_vs_eps(data: SweepData, out_dir: Path) -> Section:
     paths = [csv_path]
     for stem, fig in figures.items():
         paths += save_figure(fig, out_dir, stem)
+    labels = source_labels(table)
     md = [
-        [str(r["source"]), str(r["source_training"]), norm_symbol(r["source_norm"]) or "–",
-         eps_text(float(r["source_eps"]), r["source_norm"]), f"{r['mean_logvar']:.3f}"]
-        for r in table.to_dict("records")
-    ]  # fmt: skip
+        [label_of(labels, r["source"]), f"{r['mean_logvar']:.3f}"] for r in table.to_dict("records")
+    ]
     tables, figures_md = links(paths, out_dir)
     body = (
         "Mean over filters of ln σ², the log-variance of the weight noise each source tolerates "
         "(variational weight Fisher, Achille & Soatto 2019): larger = less information in the "
         f"weights. Natural sources at ε = 0. Per-layer values: {tables}.\n\n"
-        + markdown_table(["source", "training", "norm", "ε", "mean ln σ²"], md)
+        + markdown_table(["source", "mean ln σ²"], md)
         + f"\n\n{figures_md}"
     )
     return Section("Weight Fisher vs. ε (Terzi et al. 2021, Fig. 4)", body, paths)
@@ -235,33 +246,33 @@ def training_figure(curves: pd.DataFrame) -> Figure:
     """A panel per logged metric of :data:`TRAINING_PANELS` against the epoch, a line per
     source (CCKL paper Fig. 3-4: ‖F_x‖_F during natural / PGD / TRADES training)."""
     panels = [p for p in TRAINING_PANELS if p[0] in set(curves["metric"])]
-    colors = source_colors(list(curves["source"]))
-    labels = {
-        r["source"]: source_label(r) for r in curves.drop_duplicates("source").to_dict("records")
-    }
-    fig, axes = _panel_grid(len(panels), "Information and accuracy during pretraining")
+    styles, labels = source_styles(curves), source_labels(curves)
+    # Panels show different quantities (F-norm, CCKL, accuracy...): no shared y-axis here.
+    fig, axes = panel_grid(len(panels), "Information and accuracy during pretraining")
     for ax, (metric, ylabel, log) in zip(axes, panels, strict=True):
-        for source, line in curves[curves["metric"] == metric].groupby("source"):
-            ax.plot(line["epoch"], line["value"], marker=".", color=colors[source],
-                    label=labels[source])  # fmt: skip
+        part = curves[curves["metric"] == metric]
+        for source in [s for s in styles if s in set(part["source"])]:
+            line = part[part["source"] == source]
+            ax.plot(line["epoch"], line["value"], label=label_of(labels, source),
+                    **styles[source].kwargs())  # fmt: skip
         if log and (curves.loc[curves["metric"] == metric, "value"] > 0).all():
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
-        ax.set_title(metric)
+        ax.set_title(PANEL_TITLES.get(metric, metric))
         ax.grid(True, alpha=0.3)
-    _legend(fig, axes)
+    figure_legend(fig, axes)
     return fig
 
 
 def information_during_training(data: SweepData, out_dir: Path) -> Section:
     """CCKL paper Fig. 3-4 (Terzi Fig. 5 for the weight norm): F-norm, CCKL, accuracy per epoch."""
     what = "information during training"
-    require_columns(data.pretrain, ["source"], what)
+    fix = "set `pretrain.track_information` in the spec to track it while a source trains"
+    require_columns(data.pretrain, ["source"], what, f"the sweep trained no source; {fix}")
     if data.history("pretrain", "train/fx_fnorm").empty:
-        raise NotSupported(
-            f"{what}: no source logged train/fx_fnorm (set pretrain.track_information)"
-        )
+        raise NotSupported(f"{what}: no source tracked its input Fisher during training; {fix}")
     curves = training_curves(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / "information_during_training.csv"

@@ -1,10 +1,12 @@
 """The shared body of the thin scripts in ``analysis/``: draw one figure family of one sweep.
 
     python analysis/<family>.py --sweep NAME [--root DIR | --tracking-uri URI] [--out DIR]
+                                [--sharey]
 
 Each script names its family; this module finds the sweep's tracking URI (its sweep folder's
 ``sweep.json``, unless ``--tracking-uri`` is given), draws the family into ``--out`` (default:
-the sweep's report folder) and prints the written paths. A user error is one line, exit 2.
+the sweep's report folder) and prints the written paths. ``--sharey`` gives the panels of each
+figure one y-axis (panels showing the same quantity). A user error is one line, exit 2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from raysweep.analysis.families import Family
 from raysweep.analysis.results import NothingToAnalyze
-from raysweep.analysis.sweepdata import NotSupported, SweepData
+from raysweep.analysis.sweepdata import FigureOptions, NotSupported, SweepData
 from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
 
 
@@ -34,7 +36,17 @@ def parse_args(description: str, argv: Sequence[str] | None) -> argparse.Namespa
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: <root>/<sweep>/report)"
     )
+    parser.add_argument(
+        "--sharey",
+        action="store_true",
+        help="one y-axis for all panels of a figure (default: each panel scales to its data)",
+    )
     return parser.parse_args(argv)
+
+
+def figure_options(args: argparse.Namespace) -> FigureOptions:
+    """The drawing options the command line asked for."""
+    return FigureOptions(sharey=args.sharey)
 
 
 def resolve(args: argparse.Namespace) -> tuple[str, Path]:
@@ -49,7 +61,7 @@ def family_main(family: Family, description: str, argv: Sequence[str] | None = N
     try:
         uri, out = resolve(args)
         out.mkdir(parents=True, exist_ok=True)
-        section = family(SweepData(uri, args.sweep), out)
+        section = family(SweepData(uri, args.sweep, figure_options(args)), out)
     except (NotSupported, NothingToAnalyze, SweepDirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

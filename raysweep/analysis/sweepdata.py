@@ -7,7 +7,13 @@ sweep holds nothing the family can draw (no distance probes, a single blocks val
 raises :class:`NotSupported` with the reason; the report lists it under "Not drawn".
 
 Frames are fetched lazily through MLflow's client, so a family that is not supported costs
-one query at most, and shared by every family of one ``raysweep analyze`` call.
+one query at most, and shared by every family of one ``raysweep analyze`` call. How figures are
+drawn (:class:`FigureOptions`, e.g. one y-axis shared by all panels) rides along on the data,
+so that the family contract stays ``(data, out_dir)``.
+
+A :class:`NotSupported` reason is read by users in the report's "Not drawn" list: it says what
+to add to the spec or the sweep in their terms (a probe, a second blocks value), never a
+column name of the frames.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from raysweep.analysis.results import count_unfinished, metric_history, sweep_ru
 
 #: Columns a fine-tuning run needs to be placed in the grid at all.
 FINETUNE_REQUIRED = ("source", "source_training", "target", "subset_size", "blocks")
+NO_FINETUNE_RUNS = "the sweep has no finished fine-tuning runs yet"
 
 
 class NotSupported(Exception):
@@ -43,12 +50,21 @@ class Section:
         return f"## {self.title}\n\n{self.body}"
 
 
+@dataclass(frozen=True)
+class FigureOptions:
+    """How the families draw: ``sharey`` gives every panel of a figure that shows the same
+    quantity one y-axis (default: each panel scales to its own data)."""
+
+    sharey: bool = False
+
+
 class SweepData:
     """A sweep's FINISHED runs per stage and their metric histories, fetched on first use."""
 
-    def __init__(self, tracking_uri: str, sweep: str) -> None:
+    def __init__(self, tracking_uri: str, sweep: str, options: FigureOptions | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.sweep = sweep
+        self.options = options or FigureOptions()
         self._histories: dict[tuple[str, str], pd.DataFrame] = {}
 
     @cached_property
@@ -110,12 +126,17 @@ class SweepData:
         return Path(local)
 
 
-def require_columns(df: pd.DataFrame, columns: tuple[str, ...] | list[str], what: str) -> None:
-    """Raise :class:`NotSupported` unless ``df`` has rows with every column present."""
-    missing = [c for c in columns if c not in df.columns]
-    if df.empty or missing:
-        detail = f"missing columns {missing}" if missing else "no finished runs"
-        raise NotSupported(f"{what}: {detail}")
+def require_columns(
+    df: pd.DataFrame,
+    columns: tuple[str, ...] | list[str],
+    what: str,
+    reason: str = NO_FINETUNE_RUNS,
+) -> None:
+    """Raise :class:`NotSupported` ``"<what>: <reason>"`` unless ``df`` has rows with every
+    column present. ``reason`` is what the user reads: say what is missing in their terms
+    (the columns are an implementation detail and stay out of the message)."""
+    if df.empty or any(c not in df.columns for c in columns):
+        raise NotSupported(f"{what}: {reason}")
 
 
 def link(path: Path, out_dir: Path) -> str:

@@ -1,6 +1,9 @@
-"""Markdown rendering of summary tables: ``mean ± ci95 (n)`` cells, best value per row in bold.
+"""Markdown rendering of summary tables: ``mean ± ci95 (n)`` cells.
 
 Missing cells render as an en dash, never as 0: a sweep that is still running has holes.
+Bold marks the best *accuracy* of a row, and only in accuracy tables: in a table of signed
+differences "largest" is not "best" (the largest of negative gaps is the smallest loss), so
+difference tables print their sign (``+`` / ``-``) and say which way is which, without bold.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from numbers import Real
 
 import pandas as pd
 
+from raysweep.analysis.labels import MISSING
 from raysweep.analysis.stats import blocks_order, subset_order
 
 #: Grid columns whose values are text but sort by meaning ("all" last, 3 before 10 blocks).
 SORT_KEYS = {"subset_size": subset_order, "blocks": blocks_order}
 
-MISSING = "–"
+__all__ = ["MISSING", "SORT_KEYS", "format_cell", "markdown_table", "pivot_markdown"]
 
 
 def format_cell(mean: float, ci95: float, n: int, signed: bool = False, digits: int = 2) -> str:
@@ -27,17 +31,6 @@ def format_cell(mean: float, ci95: float, n: int, signed: bool = False, digits: 
     if ci95 is not None and not math.isnan(ci95):
         text += f" ± {ci95:.{digits}f}"
     return f"{text} (n={int(n)})"
-
-
-def format_eps(norm: object, eps: object) -> str:
-    """ε as the papers write it: ``2/255`` for ℓ∞ budgets on the 0-255 grid, ``0.25`` for ℓ₂,
-    ``0`` for natural sources, an en dash when unknown."""
-    if not isinstance(eps, int | float) or math.isnan(eps):
-        return MISSING
-    scaled = eps * 255
-    if norm == "linf" and abs(scaled - round(scaled)) < 1e-4:
-        return f"{round(scaled)}/255"
-    return f"{eps:g}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -76,17 +69,20 @@ def pivot_markdown(
     ci95: str = "ci95",
     n: str = "n",
     signed: bool = False,
-    bold_best: bool = True,
+    bold_best: bool = False,
     column_values: Sequence[object] | None = None,
 ) -> str:
     """Pivot a long summary to Markdown: one row per ``index`` tuple, one column per ``column``.
 
-    Rows are sorted (subset sizes numerically, ``all`` last). With ``bold_best`` the largest
-    mean of each row is bold when the row has at least two values. Cells absent from
+    Rows are sorted (subset sizes numerically, ``all`` last). With ``bold_best`` (accuracy
+    tables only; ``signed`` tables of differences never bold) the largest mean of each row is
+    bold when the row has at least two values. Cells absent from
     ``summary`` or with a NaN mean show :data:`MISSING`. ``column_values`` fixes the columns
     and their order (default: every value of ``column``, see :func:`column_order`).
     """
     index = list(index)
+    if signed and bold_best:
+        raise ValueError("pivot_markdown: a table of signed differences has no 'best' to bold")
     if column_values is None:
         column_values = column_order(list(summary[column].dropna().unique()), column)
     columns = list(column_values)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raysweep.analysis.labels import label_of, source_labels
 from raysweep.analysis.stats import (
     blocks_order,
     gap_table,
@@ -138,11 +139,15 @@ def table_markdown(table: pd.DataFrame) -> str:
     return markdown_table(["mode", "", *targets], lines)
 
 
-def transfer_markdown(long: pd.DataFrame, largest_only: bool = False) -> str:
-    """Every table of :func:`transfer_table` output, each under a heading naming the pair, the
-    subset size (and epoch budget); ``largest_only`` keeps the largest subset size per pair."""
+def transfer_markdown(
+    long: pd.DataFrame, largest_only: bool = False, labels: dict[str, str] | None = None
+) -> str:
+    """Every table of :func:`transfer_table` output, each under a heading naming the pair (by
+    ``labels``), the subset size (and epoch budget); ``largest_only`` keeps the largest subset
+    size per pair."""
     if long.empty:
         return MISSING
+    labels = labels or {}
     keys = ["robust", "natural", "subset_size", *(c for c in ("epochs",) if c in long)]
     sections = []
     for (robust, natural), pair in long.groupby(["robust", "natural"], sort=True):
@@ -152,7 +157,8 @@ def transfer_markdown(long: pd.DataFrame, largest_only: bool = False) -> str:
         groups = sorted(part.groupby(keys), key=lambda g: subset_order(g[0][2]))
         for key, table in groups:
             budget = f", {key[3]} epochs" if len(key) > 3 else ""
-            heading = f"### Rob = {robust}, St = {natural}, subset size {key[2]}{budget}"
+            rob, st = label_of(labels, robust), label_of(labels, natural)
+            heading = f"### Rob = {rob}, St = {st}, subset size {key[2]}{budget}"
             sections.append(f"{heading}\n\n{table_markdown(table)}")
     return "\n\n".join(sections)
 
@@ -165,8 +171,8 @@ def transfer_tables(data: SweepData, out_dir: Path) -> Section:
     require_columns(df, [*CELL, "seed"], "transfer tables")
     if not natural_partners(df):
         raise NotSupported(
-            "transfer tables: no robust source has a natural source of the same "
-            "architecture and source dataset"
+            "transfer tables: needs a robust and a natural source of the same architecture "
+            "and source dataset, both fine-tuned on the same targets"
         )
     long = transfer_table(df)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,15 +181,18 @@ def transfer_tables(data: SweepData, out_dir: Path) -> Section:
     intro = (
         "Test accuracy [%]: mean ± 95% t half-width (n runs); Rob = robust source, St = "
         "standard (natural) source, Δ = Rob − St matched by target, subset size, seed and "
-        "blocks [pp]; the better of Rob and St per mode and target in bold."
+        "blocks [pp] (positive = the robust source is more accurate); the more accurate of Rob "
+        "and St per mode and target in bold."
     )
+    labels = source_labels(df)
     md_path.write_text(
-        f"# Transfer tables\n\n{intro}\n\n{transfer_markdown(long)}\n", encoding="utf-8"
+        f"# Transfer tables\n\n{intro}\n\n{transfer_markdown(long, labels=labels)}\n",
+        encoding="utf-8",
     )
     text = (
         f"{intro} Shown: the largest subset size of each pair (Terzi et al. fine-tune on the "
         f"whole target set); every subset size: {file_links([csv_path, md_path], out_dir)}."
     )
-    body = f"{text}\n\n{transfer_markdown(long, largest_only=True)}"
+    body = f"{text}\n\n{transfer_markdown(long, largest_only=True, labels=labels)}"
     title = "Transfer tables (Terzi et al. 2021, Tables 1-3, 6-10; Utrera et al. 2021, Table 7)"
     return Section(title, body, [csv_path, md_path])
