@@ -118,7 +118,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from raysweep.driver.report import analyze
 
-    analyze(sweep_dir(args), args.out, args.tracking_uri)
+    analyze(sweep_dir(args), args.out, args.tracking_uri, sharey=args.sharey)
     return 0
 
 
@@ -160,9 +160,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
         str(args.port),
         "--default-artifact-root",
         sweep.artifact_root.as_uri(),
+        "--workers",
+        "1",  # MLflow's default pool is 4 processes: for one person's browser, one is plenty
     ]
-    print(f"MLflow UI for '{args.name}' on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    print(f"MLflow UI for '{args.name}': {runs_url(uri, args.name, args.port)} (Ctrl-C to stop)")
     return subprocess.call(command)
+
+
+def runs_url(tracking_uri: str, sweep: str, port: int) -> str:
+    """The address of the sweep's runs in the UI (its experiment page), read without writing."""
+    from mlflow import MlflowClient
+
+    from raysweep.schema import sweep_experiment
+
+    base = f"http://127.0.0.1:{port}"
+    experiment = sweep_experiment(MlflowClient(tracking_uri), sweep)
+    return f"{base}/#/experiments/{experiment[0]}/runs" if experiment else base
 
 
 def add_launch_options(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
             command.add_argument(
                 "--tracking-uri", help="MLflow tracking URI (default: the sweep's own)"
+            )
+            command.add_argument(
+                "--sharey", action="store_true", help="one y-axis for the panels of a figure"
             )
         if name == "resume":
             command.add_argument("--address", help="Ray cluster to attach to")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from raysweep.store import Store
 
@@ -26,6 +27,10 @@ HOST_KEY = "raysweep_host"
 JOB_KEY = "raysweep_key"
 DONE_KEY = "raysweep_done"
 START_KEY = "raysweep_start"
+#: Events a Ray task sends while it runs (raysweep.driver.live): its work began (with where);
+#: one epoch's metrics (``row`` = {"epoch": e, metric: value, …}).
+STARTED_EVENT = "started"
+EPOCH_EVENT = "epoch"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,25 @@ class WorkerContext:
 
     def trial_dir(self, key: str) -> Path:
         return Path(self.trials_root) / key
+
+
+class EventSender:
+    """What a task calls to report while it runs, into the stage's inbox (a Ray queue the
+    driver drains); without an inbox (a plain call, a test) nothing is sent."""
+
+    def __init__(self, inbox: Any, key: str) -> None:
+        self.inbox = inbox
+        self.key = key
+
+    def started(self) -> None:
+        self.send(STARTED_EVENT, node_identity())
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        self.send(EPOCH_EVENT, {"row": row})
+
+    def send(self, kind: str, payload: dict[str, Any]) -> None:
+        if self.inbox is not None:
+            self.inbox.put({"key": self.key, "event": kind, **payload})
 
 
 def node_identity() -> dict[str, str]:

@@ -14,9 +14,10 @@ passed in, so this module is as cheap to import as the names it holds.
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,15 @@ LAUNCH_TAG = "raysweep.launch"
 VERSION_TAG_PREFIX = "version."
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+#: MLflow's own columns (Source, User, Version in the UI), set on every run.
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+USER_TAG = "mlflow.user"
+#: The experiment tag MLflow 3 picks an experiment's landing page from: training runs, not the
+#: GenAI traces overview (which it shows for an experiment without it).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 #: Values of ROLE_TAG.
 SWEEP_ROLE = "sweep"
@@ -74,6 +84,44 @@ def subset_label(size: int | None) -> str:
 
 def search_param(name: str) -> str:
     return f"{SEARCH_PREFIX}{name}"
+
+
+#: Config keys of a fine-tune job that are axes (own params) or bookkeeping, not its recipe.
+_NOT_RECIPE = frozenset({"source_key", "target", "subset_size", "seed", "blocks", "search"})
+#: Nested sections lifted into their parent's namespace: ``finetune.lr``, ``pretrain.eps``.
+_LIFTED = frozenset({"optimizer", "attack"})
+
+
+def recipe_params(stage: str, config: Mapping[str, Any]) -> dict[str, str]:
+    """A job's resolved recipe as flat MLflow params, searchable in the UI and in
+    ``search_runs`` (``params.`finetune.lr` = '0.1'``): ``finetune.*`` of a fine-tune job,
+    ``pretrain.*`` of a source (its training kind and attack, its recipe), ``probe.*`` of a
+    probe. Lists are JSON; values that are None are left out."""
+    if stage == "finetune":
+        return flatten("finetune", {k: v for k, v in config.items() if k not in _NOT_RECIPE})
+    if stage == "pretrain":
+        recipe = {**(config.get("pretrain") or {}), **config["training"]}
+        if "checkpoint" in config:
+            recipe["checkpoint"] = config["checkpoint"]
+        return flatten("pretrain", recipe)
+    if stage == "probe":
+        return flatten("probe", config["probe"]["params"])
+    return {}
+
+
+def flatten(prefix: str, values: Mapping[str, Any]) -> dict[str, str]:
+    """``{prefix}.{key}`` for every leaf of ``values`` (see :func:`recipe_params`)."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            flat.update(flatten(prefix if key in _LIFTED else f"{prefix}.{key}", value))
+        elif isinstance(value, list | tuple):
+            flat[f"{prefix}.{key}"] = json.dumps(value, sort_keys=True)
+        else:
+            flat[f"{prefix}.{key}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return flat
 
 
 def quote(value: str) -> str:

@@ -38,6 +38,18 @@ class Outcome:
     def ok(self) -> bool:
         return not any(self.failed.values())
 
+    def metrics(self, plan: Plan, seconds: float) -> dict[str, float]:
+        """The parent run's summary of this launch: jobs done (now or before), failed, still
+        pending, and its wall time."""
+        done = sum(self.ran.get(s, 0) + self.skipped.get(s, 0) for s in plan.jobs)
+        failed = sum(len(v) for v in self.failed.values())
+        return {
+            "sweep/jobs_done": float(done),
+            "sweep/jobs_failed": float(failed),
+            "sweep/jobs_pending": float(max(plan.total - done - failed, 0)),
+            "sweep/launch_seconds": seconds,
+        }
+
     def start(self, stage: str) -> None:
         """A stage begins: nothing ran or failed in it yet."""
         self.ran[stage], self.failed[stage] = 0, []

@@ -18,14 +18,18 @@ def call(target: str, *args: Any) -> Any:
     return getattr(importlib.import_module(module), function)(*args)
 
 
-def pretrain_task(key: str, config: dict[str, Any], ctx: Any) -> dict[str, Any]:
+def pretrain_task(
+    key: str, config: dict[str, Any], ctx: Any, inbox: Any = None
+) -> dict[str, Any]:
     """Ray task: train or import one source (:func:`raysweep.worker.sources.pretrain_task`)."""
-    return call("raysweep.worker.sources:pretrain_task", key, config, ctx)
+    return call("raysweep.worker.sources:pretrain_task", key, config, ctx, inbox)
 
 
-def probe_task(job: dict[str, Any], source: dict[str, Any], ctx: Any, out_dir: str) -> dict:
+def probe_task(
+    key: str, job: dict[str, Any], source: dict[str, Any], ctx: Any, out_dir: str, inbox: Any = None
+) -> dict:
     """Ray task: one probe of one source (:func:`raysweep.worker.probe.probe_task`)."""
-    return call("raysweep.worker.probe:probe_task", job, source, ctx, out_dir)
+    return call("raysweep.worker.probe:probe_task", key, job, source, ctx, out_dir, inbox)
 
 
 def finetune_trainable(config: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 from raysweep.driver.cluster import check_cluster_reachable, check_resources, ensure_ray
@@ -146,7 +147,9 @@ def run_launch(
     plan: Plan, tracker: SweepTracker, sweep: SweepDir, retry_failed: bool, write: Write
 ) -> Outcome:
     """The stages and the report, under the sweep's lock, with the parent run's status kept."""
+    started = time.monotonic()
     outcome = Outcome(sweep=sweep.name, tracking_uri=tracker.uri)
+    tracker.log_sweep(plan)
     pending = pending_jobs(plan, tracker, outcome, retry_failed)
     write(f"sweep '{sweep.name}': {sweep.path}  (tracking: {tracker.uri})")
     ctx = StageContext(plan, tracker, worker_context(plan.spec, sweep), sweep, outcome, write)
@@ -156,7 +159,8 @@ def run_launch(
         tracker.finish_parent("KILLED")
         raise
     outcome.report = report_sweep(tracker, sweep, write)
-    tracker.finish_parent("FINISHED" if outcome.ok else "FAILED")
+    summary = outcome.metrics(plan, time.monotonic() - started)
+    tracker.finish_parent("FINISHED" if outcome.ok else "FAILED", summary)
     return outcome
 
 

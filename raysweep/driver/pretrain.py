@@ -1,5 +1,6 @@
 """The pretrain stage on the driver: each source trained or imported by one Ray task, recorded
-as its run (with one step per training epoch)."""
+as its run — opened when the task starts, fed each epoch's metrics as training goes, closed with
+a reference to the stored checkpoint (and, with ``log_models: true``, the checkpoint itself)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,27 @@ from typing import Any
 from raysweep.driver.cluster import largest_node_cpus, total_cpus
 from raysweep.driver.context import StageContext
 from raysweep.driver.entrypoints import pretrain_task
+from raysweep.driver.live import Inbox, LiveRuns
 from raysweep.driver.scheduling import collect_tasks
-from raysweep.driver.tracker import SweepTracker
 from raysweep.plan import Job
-from raysweep.protocol import HOST_KEY, NODE_KEY
 from raysweep.schema import REUSED_TAG
 
 
-def record_pretrain(tracker: SweepTracker, job: Job, record: dict[str, Any]) -> None:
-    """Log a source's training history on its run, one step per epoch."""
-    run_id = tracker.start_job(job)
-    if NODE_KEY in record:
-        tracker.tag_node(run_id, record[NODE_KEY], record[HOST_KEY])
-    for row in record.get("history", []):
-        metrics = {k: v for k, v in row.items() if k != "epoch"}
-        tracker.log_metrics(run_id, metrics, step=int(row["epoch"]))
-    tracker.client.set_tag(run_id, REUSED_TAG, str(record["reused"]).lower())
-    tracker.log_metrics(run_id, {"time/seconds": float(record.get("seconds", 0.0))}, step=0)
-    tracker.end_job(run_id)
+def finish_source_run(ctx: StageContext, runs: LiveRuns, job: Job, record: dict[str, Any]) -> None:
+    """Close a source's run: the epochs it did not stream (a source already in the store), where
+    it ran, whether it was reused, its time and its checkpoint reference."""
+    run_id = runs.run_of(job.key)
+    runs.tag_node(job.key, run_id, record)
+    runs.log_epochs(job.key, record.get("history", []))
+    client = ctx.tracker.client
+    client.set_tag(run_id, REUSED_TAG, str(record["reused"]).lower())
+    ctx.tracker.log_metrics(run_id, {"time/seconds": float(record.get("seconds", 0.0))}, step=0)
+    checkpoint = ctx.worker.store.checkpoint(job.key)
+    reference = {"key": job.key, "path": str(checkpoint), "sha256": record.get("sha256")}
+    client.log_dict(run_id, reference, "source/checkpoint.json")
+    if ctx.spec.log_models:
+        client.log_artifact(run_id, str(checkpoint), artifact_path="source")
+    ctx.tracker.end_job(run_id)
 
 
 def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
@@ -52,7 +56,8 @@ def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
     cpus = max(1, min(largest_node_cpus(), total_cpus() // len(to_run)))
     task = ray.remote(pretrain_task).options(num_cpus=cpus, max_retries=2)
     context = replace(ctx.worker, threads=cpus)
-    refs = {task.remote(job.key, job.config, context): job for job in to_run}
+    inbox, runs = Inbox(), LiveRuns(ctx.tracker, {job.key: job for job in pending})
+    refs = {task.remote(job.key, job.config, context, inbox.queue): job for job in to_run}
     reused = sum(job.key in stored for job in to_run)
     reuse = f" ({reused} already in the store: recorded, not retrained)" if reused else ""
     ctx.write(
@@ -62,14 +67,17 @@ def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
 
     def on_result(job: Job, record: dict[str, Any]) -> None:
         if job.key in pending_keys:
-            record_pretrain(ctx.tracker, job, record)
+            finish_source_run(ctx, runs, job, record)
             ctx.outcome.ran["pretrain"] += 1
         ready.add(job.key)
 
-    for job, reason in collect_tasks("pretrain", refs, on_result, ctx.write):
-        if job.key in pending_keys:
-            ctx.tracker.end_job(ctx.tracker.start_job(job), error=reason)
-        ctx.outcome.failed["pretrain"].append(f"{job.name}: {reason}")
+    try:
+        for job, reason in collect_tasks("pretrain", refs, on_result, ctx.write, runs, inbox):
+            if job.key in pending_keys:
+                ctx.tracker.end_job(runs.run_of(job.key), error=reason)
+            ctx.outcome.failed["pretrain"].append(f"{job.name}: {reason}")
+    finally:
+        inbox.shutdown()
     return ready
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 from raysweep.driver.context import StageContext
 from raysweep.driver.entrypoints import probe_task
+from raysweep.driver.live import Inbox, LiveRuns
 from raysweep.driver.scheduling import collect_tasks
 from raysweep.driver.tracker import SweepTracker
 from raysweep.plan import Job, Plan
-from raysweep.protocol import HOST_KEY, NODE_KEY
 from raysweep.schema import KEY_TAG
 
 
@@ -37,19 +37,21 @@ def source_run_ids(tracker: SweepTracker, keys: set[str]) -> dict[str, str]:
 
 
 def record_probe(
-    tracker: SweepTracker, job: Job, result: dict[str, Any], source_run: str | None
+    runs: LiveRuns, job: Job, result: dict[str, Any], source_run: str | None
 ) -> None:
-    run_id = tracker.start_job(job)
-    if NODE_KEY in result:
-        tracker.tag_node(run_id, result[NODE_KEY], result.get(HOST_KEY, ""))
-    tracker.log_metrics(run_id, result.get("metrics", {}), step=0)
+    """Log a probe's metrics, curves and files on its run (opened when the task started) in
+    batched calls, close it, and copy its scalars onto the run of the source it measured."""
+    tracker = runs.tracker
+    run_id = runs.run_of(job.key)
+    runs.tag_node(job.key, run_id, result)
+    steps: dict[int, dict[str, float]] = {0: dict(result.get("metrics", {}))}
     for name, points in result.get("series", {}).items():
         for step, value in points:
-            tracker.log_metrics(run_id, {name: value}, step=int(step))
+            steps.setdefault(int(step), {})[name] = value
+    tracker.log_steps(run_id, sorted(steps.items()))
+    folder = f"probe/{job.config['probe']['name']}"
     for path in result.get("artifacts", []):
-        tracker.client.log_artifact(
-            run_id, path, artifact_path=f"probe/{job.config['probe']['name']}"
-        )
+        tracker.client.log_artifact(run_id, path, artifact_path=folder)
     tracker.end_job(run_id)
     if source_run is not None:
         target = job.config.get("target")
@@ -59,7 +61,8 @@ def record_probe(
 
 
 def run_probe_stage(ctx: StageContext, pending: list[Job]) -> None:
-    """Run each pending probe on its (ready) source as a one-CPU Ray task; record each result."""
+    """Run each pending probe on its (ready) source as a one-CPU Ray task; its run opens when
+    the task starts and is recorded when its result arrives."""
     import ray
 
     ctx.outcome.start("probe")
@@ -69,18 +72,22 @@ def run_probe_stage(ctx: StageContext, pending: list[Job]) -> None:
     source_runs = source_run_ids(ctx.tracker, {job.config["source_key"] for job in pending})
     context = replace(ctx.worker, threads=1)
     task = ray.remote(probe_task).options(num_cpus=1, max_retries=1)
+    inbox, runs = Inbox(), LiveRuns(ctx.tracker, {job.key: job for job in pending})
     refs = {}
     for job in pending:
         out_dir = ctx.sweep.probe_dir(job.key)
         out_dir.mkdir(parents=True, exist_ok=True)
-        ref = task.remote(job.config, sources[job.config["source_key"]], context, str(out_dir))
-        refs[ref] = job
+        source = sources[job.config["source_key"]]
+        refs[task.remote(job.key, job.config, source, context, str(out_dir), inbox.queue)] = job
     ctx.write(f"[probe] {len(refs)} probe(s) as Ray tasks, 1 CPU each")
 
     def on_result(job: Job, result: dict[str, Any]) -> None:
-        record_probe(ctx.tracker, job, result, source_runs.get(job.config["source_key"]))
+        record_probe(runs, job, result, source_runs.get(job.config["source_key"]))
         ctx.outcome.ran["probe"] += 1
 
-    for job, reason in collect_tasks("probe", refs, on_result, ctx.write):
-        ctx.tracker.end_job(ctx.tracker.start_job(job), error=reason)
-        ctx.outcome.failed["probe"].append(f"{job.name}: {reason}")
+    try:
+        for job, reason in collect_tasks("probe", refs, on_result, ctx.write, runs, inbox):
+            ctx.tracker.end_job(runs.run_of(job.key), error=reason)
+            ctx.outcome.failed["probe"].append(f"{job.name}: {reason}")
+    finally:
+        inbox.shutdown()

@@ -47,10 +47,12 @@ def analyze(
     out_dir: Path | None = None,
     tracking_uri: str | None = None,
     write: Write = print,
+    sharey: bool = False,
 ) -> list[Path]:
     """``raysweep analyze``: draw every family the sweep supports into ``out_dir`` (default: the
     sweep's report folder), log the files on its parent run, say what was not drawn and why."""
     from raysweep.analysis.report import NothingToAnalyze, analyze_sweep
+    from raysweep.analysis.sweepdata import FigureOptions
 
     uri = sweep.tracking_uri(tracking_uri)
     check_reachable(uri)
@@ -59,7 +61,13 @@ def analyze(
             f"sweep {sweep.name!r} has no finished runs yet: run `raysweep status {sweep.name}`"
         )
     out = Path(out_dir) if out_dir is not None else sweep.report_dir
-    report = analyze_sweep(uri, sweep.name, out, progress=lambda line: write(f"[analyze] {line}"))
+    report = analyze_sweep(
+        uri,
+        sweep.name,
+        out,
+        progress=lambda line: write(f"[analyze] {line}"),
+        options=FigureOptions(sharey=sharey),
+    )
     client = MlflowClient(uri)
     parent = parent_run_id(client, sweep.name, sweep.read_state().get("parent_run_id"))
     publish(client, parent, report.paths, out)

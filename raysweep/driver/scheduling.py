@@ -8,8 +8,12 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from raysweep.driver.live import Inbox, LiveRuns
 from raysweep.driver.progress import Progress, Write
 from raysweep.plan import Job
+
+#: Seconds between looks at a stage's inbox while its tasks run.
+POLL_S = 1.0
 
 
 def collect_tasks(
@@ -17,26 +21,34 @@ def collect_tasks(
     refs: dict[Any, Job],
     on_result: Callable[[Job, Any], None],
     write: Write,
+    runs: LiveRuns | None = None,
+    inbox: Inbox | None = None,
 ) -> list[tuple[Job, str]]:
     """Hand each task's result to ``on_result`` as it finishes; return the failed jobs.
 
-    A failed task is reported (with its innermost cause), never raised: the sweep goes on.
+    With an ``inbox``, the events its tasks send (started, epochs) go to ``runs`` as they
+    arrive, always before the result of the task that sent them. A failed task is reported
+    (with its innermost cause), never raised: the sweep goes on.
     """
     import ray
 
     progress = Progress(stage, len(refs), write=write, every_s=0.0)
     failures: list[tuple[Job, str]] = []
     while refs:
-        done, _ = ray.wait(list(refs), num_returns=1)
-        job = refs.pop(done[0])
-        try:
-            result = ray.get(done[0])
-        except Exception as error:
-            failures.append((job, one_line(error)))
-            progress.tick(failed=True)
-            continue
-        on_result(job, result)
-        progress.tick()
+        done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S if inbox else None)
+        if inbox is not None and runs is not None:
+            for event in inbox.drain():
+                runs.on_event(event)
+        for ref in done:
+            job = refs.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as error:
+                failures.append((job, one_line(error)))
+                progress.tick(failed=True)
+                continue
+            on_result(job, result)
+            progress.tick()
     return failures
 
 

@@ -7,6 +7,7 @@ of :mod:`raysweep.schema`; a FINISHED run means the job is done and is never run
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -22,12 +23,15 @@ from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
-from raysweep.plan import Job
+from raysweep.plan import Job, Plan
 from raysweep.schema import (
     CONFIG_PARAM,
     CONFIG_PARAM_LIMIT,
     ERROR_TAG,
     ERROR_TAG_LIMIT,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    GIT_COMMIT_TAG,
     GIT_SHA_TAG,
     HOST_TAG,
     JOB_ROLE,
@@ -37,20 +41,28 @@ from raysweep.schema import (
     PARENT_TAG,
     ROLE_TAG,
     RUN_NAME_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
     STAGE_TAG,
     SWEEP_ROLE,
     SWEEP_TAG,
+    USER_TAG,
     VERSION_TAG_PREFIX,
     check_reachable,
     experiment_name,
     iter_runs,
     job_filter,
+    recipe_params,
     sqlite_path,
+    subset_label,
 )
 
 #: What MLflow raises when its store or server refuses a write: a locked or full database, a
 #: lost connection, a full disk.
 TRACKING_ERRORS = (MlflowException, SQLAlchemyError, RequestException, OSError)
+#: MLflow caps params at 100 per log_batch call and 6,000 characters per value.
+PARAM_BATCH_LIMIT = 100
+PARAM_VALUE_LIMIT = 6000
 PACKAGES = ("raysweep", "ray", "torch", "torchvision", "mlflow", "optuna", "numpy", "pot")
 #: MLflow caps one log_batch call at 1,000 metrics.
 BATCH_LIMIT = 1000
@@ -68,6 +80,33 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def user_name() -> str:
+    """Who launched the sweep (MLflow's User column)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "unknown"
+
+
+def sweep_params(plan: Plan) -> dict[str, str]:
+    """A sweep's axes and sizes, as its parent run's params (``sweep.*``)."""
+    spec = plan.spec
+    values = {
+        "sweep.sources": ", ".join(s.name for s in spec.sources),
+        "sweep.targets": ", ".join(
+            dict.fromkeys(t for s in spec.sources for t in spec.targets_for(s))
+        ),
+        "sweep.subset_sizes": ", ".join(subset_label(s) for s in spec.subset_sizes),
+        "sweep.blocks": ", ".join(str(b) for b in spec.blocks),
+        "sweep.probes": ", ".join(p.name for p in spec.probes),
+        "sweep.jobs": str(plan.total),
+    }
+    values.update({f"sweep.jobs.{stage}": str(len(jobs)) for stage, jobs in plan.jobs.items()})
+    if spec.finetune is not None and spec.subset_sizes:
+        values["sweep.seeds"] = ", ".join(str(len(spec.seeds_for(s))) for s in spec.subset_sizes)
+    return {k: v for k, v in values.items() if v}
 
 
 def git_sha() -> str:
@@ -128,16 +167,27 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._experiment(artifact_root)
         self.parent_id: str | None = None
+        #: MLflow's Source / User / Version columns, the same on every run of this launch.
+        self.system_tags = {
+            SOURCE_NAME_TAG: "raysweep",
+            SOURCE_TYPE_TAG: "LOCAL",
+            GIT_COMMIT_TAG: git_sha(),
+            USER_TAG: user_name(),
+        }
 
     def _experiment(self, artifact_root: Path | None) -> str:
+        """The sweep's experiment (restored if deleted), opening on its training runs."""
         name = experiment_name(self.sweep)
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
+        if found is None:
+            location = artifact_root.resolve().as_uri() if artifact_root else None
+            experiment_id = self.client.create_experiment(name, artifact_location=location)
+        else:
+            experiment_id = found.experiment_id
             if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            return found.experiment_id
-        location = artifact_root.resolve().as_uri() if artifact_root else None
-        return self.client.create_experiment(name, artifact_location=location)
+                self.client.restore_experiment(experiment_id)
+        self.client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment_id
 
     def runs(self, filter_string: str, statuses: Iterable[str] | None = None) -> list[Run]:
         """All active runs of this sweep's experiment matching the filter (paginated)."""
@@ -165,6 +215,7 @@ class SweepTracker:
             self.parent_id = run.info.run_id
         versions = package_versions()
         tags = {
+            **self.system_tags,
             GIT_SHA_TAG: git_sha(),
             LAUNCH_TAG: self.launch_id,
             **{VERSION_TAG_PREFIX + k: v for k, v in versions.items()},
@@ -173,9 +224,13 @@ class SweepTracker:
         self.client.log_artifact(self.parent_id, str(spec_path), artifact_path="spec")
         return self.parent_id
 
-    def finish_parent(self, status: str) -> None:
-        if self.parent_id is not None:
-            self.client.set_terminated(self.parent_id, status=status)
+    def finish_parent(self, status: str, summary: Mapping[str, float] | None = None) -> None:
+        """Close the parent run, with this launch's summary metrics (``sweep/*``)."""
+        if self.parent_id is None:
+            return
+        if summary:
+            self.log_metrics(self.parent_id, summary, step=0)
+        self.client.set_terminated(self.parent_id, status=status)
 
     def keys_with_status(self, status: str) -> set[str]:
         """Keys of the jobs that have a run with ``status`` (FINISHED: done; FAILED: failed)."""
@@ -201,9 +256,11 @@ class SweepTracker:
         return retired
 
     def start_job(self, job: Job) -> str:
-        """Create the child run of a job, with every axis as a param and a tag."""
+        """Create the child run of a job when its work starts: every axis as a param and a
+        tag, its resolved recipe as flat params (``finetune.lr``, …), the whole config as JSON."""
         assert self.parent_id is not None, "open_parent() first"
         tags = {
+            **self.system_tags,
             **job.axes,
             PARENT_TAG: self.parent_id,
             SWEEP_TAG: self.sweep,
@@ -213,16 +270,25 @@ class SweepTracker:
             LAUNCH_TAG: self.launch_id,
             RUN_NAME_TAG: job.name,
         }
-        run = self.client.create_run(self.experiment_id, tags=tags)
-        params = [Param(k, v) for k, v in job.axes.items()]
-        config = json.dumps(job.config, sort_keys=True)[:CONFIG_PARAM_LIMIT]
-        params.append(Param(CONFIG_PARAM, config))
-        self.client.log_batch(run.info.run_id, params=params)
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=job.name)
+        values = {**job.axes, **recipe_params(job.stage, job.config)}
+        values[CONFIG_PARAM] = json.dumps(job.config, sort_keys=True)[:CONFIG_PARAM_LIMIT]
+        params = [Param(k, v[:PARAM_VALUE_LIMIT]) for k, v in values.items()]
+        for start in range(0, len(params), PARAM_BATCH_LIMIT):
+            chunk = params[start : start + PARAM_BATCH_LIMIT]
+            self.client.log_batch(run.info.run_id, params=chunk)
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        self.log_steps(run_id, [(step, metrics)])
+
+    def log_steps(self, run_id: str, steps: Iterable[tuple[int, Mapping[str, float]]]) -> None:
+        """Metrics of several steps in as few calls as MLflow allows (1,000 a call): one call
+        per metric cost 69× more on SQL stores (mlflow#3010; bench/recording.py measures it)."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        batch = [
+            Metric(k, float(v), now, step) for step, metrics in steps for k, v in metrics.items()
+        ]
         for start in range(0, len(batch), BATCH_LIMIT):
             self.client.log_batch(run_id, metrics=batch[start : start + BATCH_LIMIT])
 
@@ -235,3 +301,17 @@ class SweepTracker:
         if error is not None:
             self.client.set_tag(run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
         self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
+
+    def log_sweep(self, plan: Plan) -> None:
+        """The sweep's own params on its parent run: its axes and sizes (``sweep.*``). A param
+        logged by an earlier launch keeps its value (MLflow params never change): a changed
+        value (``--extend``) goes to the tag of the same name."""
+        assert self.parent_id is not None, "open_parent() first"
+        logged = self.client.get_run(self.parent_id).data.params
+        values = sweep_params(plan)
+        new = [Param(k, v) for k, v in values.items() if k not in logged]
+        changed = [RunTag(k, v) for k, v in values.items() if k in logged and logged[k] != v]
+        for start in range(0, len(new), PARAM_BATCH_LIMIT):
+            self.client.log_batch(self.parent_id, params=new[start : start + PARAM_BATCH_LIMIT])
+        if changed:
+            self.client.log_batch(self.parent_id, tags=changed)

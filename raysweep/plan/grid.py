@@ -5,9 +5,10 @@ oversized spec is refused before a single job is built."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from raysweep.plan.jobs import Job, Plan, job_key
+from raysweep.plan.jobs import Job, Plan, cell_name, job_key
 from raysweep.plan.recipe import (
     attacks_config,
     finetune_config,
@@ -18,7 +19,7 @@ from raysweep.plan.recipe import (
 from raysweep.plan.search import group_for, search_groups, search_jobs
 from raysweep.plan.size import MAX_JOBS, check_plan_size
 from raysweep.schema import subset_label
-from raysweep.spec import SweepSpec
+from raysweep.spec import SourceSpec, SweepSpec
 
 
 def pretrain_jobs(spec: SweepSpec) -> dict[str, Job]:
@@ -67,47 +68,57 @@ def probe_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
 
 
 def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
+    """Every fine-tune of the grid: source × its targets × subset sizes × blocks × seeds."""
     jobs: list[Job] = []
     if spec.finetune is None:
         return jobs
     groups = search_groups(spec, sources)
     for source in spec.sources:
-        ft = spec.finetune_for(source)
-        source_key = sources[source.name].key
         for target in spec.targets_for(source):
             for size in spec.subset_sizes:
-                rule = ft.rule_for(size)
                 for blocks in spec.blocks_for(target):
-                    for seed in spec.seeds_for(size):
-                        config = finetune_config(
-                            ft, source_key, target, size, seed, blocks, rule.eval_every
-                        )
-                        # Options added after the first release enter the config only when
-                        # set, so that the keys of existing jobs stay what they were.
-                        if ft.eval_attacks:
-                            config["eval_attack"] = attacks_config(ft.eval_attacks)
-                        if groups:  # keyed on the search, not on the values it will find
-                            group = group_for(spec, groups, source.name, target, size, blocks)
-                            config["search"] = group.key
-                        axes = {
-                            **source_axes(source),
-                            "target": target,
-                            "subset_size": subset_label(size),
-                            "seed": str(seed),
-                            "blocks": str(blocks),
-                            "epochs": str(rule.epochs),
-                        }
-                        jobs.append(
-                            Job(
-                                stage="finetune",
-                                key=job_key("finetune", config),
-                                name=f"{source.name}→{target} n={subset_label(size)} "
-                                f"blocks={blocks} seed={seed}",
-                                config=config,
-                                axes=axes,
-                            )
-                        )
+                    for index, seed in enumerate(spec.seeds_for(size)):
+                        cell = Cell(source, sources[source.name].key, target, size, blocks)
+                        jobs.append(finetune_job(spec, groups, cell, seed, index))
     return jobs
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the fine-tuning grid, before its seed."""
+
+    source: SourceSpec
+    source_key: str
+    target: str
+    size: int | None
+    blocks: int | str
+
+
+def finetune_job(spec: SweepSpec, groups: Any, cell: Cell, seed: int, index: int) -> Job:
+    """The job of one cell and seed; its name carries the seed's index (``s2``), its params the
+    seed itself."""
+    ft = spec.finetune_for(cell.source)
+    rule = ft.rule_for(cell.size)
+    config = finetune_config(
+        ft, cell.source_key, cell.target, cell.size, seed, cell.blocks, rule.eval_every
+    )
+    # Options added after the first release enter the config only when set, so that the keys
+    # of existing jobs stay what they were.
+    if ft.eval_attacks:
+        config["eval_attack"] = attacks_config(ft.eval_attacks)
+    if groups:  # keyed on the search, not on the values it will find
+        group = group_for(spec, groups, cell.source.name, cell.target, cell.size, cell.blocks)
+        config["search"] = group.key
+    axes = {
+        **source_axes(cell.source),
+        "target": cell.target,
+        "subset_size": subset_label(cell.size),
+        "seed": str(seed),
+        "blocks": str(cell.blocks),
+        "epochs": str(rule.epochs),
+    }
+    name = f"{cell_name(cell.source.name, cell.target, cell.size, cell.blocks)} s{index}"
+    return Job("finetune", job_key("finetune", config), name, config, axes)
 
 
 def make_plan(spec: SweepSpec, max_jobs: int | None = MAX_JOBS) -> Plan:

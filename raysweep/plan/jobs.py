@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from raysweep.schema import subset_label
 from raysweep.spec import SweepSpec
 
 #: Bump when the meaning of a job's configuration changes, so that old results are not reused.
@@ -56,3 +57,8 @@ class Plan:
 
     def keys(self) -> set[str]:
         return {job.key for job in self}
+
+
+def cell_name(source: str, target: str, size: int | None, blocks: int | str) -> str:
+    """A grid cell's short run name: ``l2_0.25→digits n400 b1`` (full values are params)."""
+    return f"{source}→{target} n{subset_label(size)} b{blocks}"

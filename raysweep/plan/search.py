@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from raysweep.plan.jobs import Job, job_key
+from raysweep.plan.jobs import Job, cell_name, job_key
 from raysweep.plan.recipe import finetune_config, source_axes
 from raysweep.schema import subset_label
 from raysweep.spec import SourceSpec, SweepSpec
@@ -74,7 +74,7 @@ def make_group(
         "blocks": str(blocks),
         "search_group": key,
     }
-    name = f"{source.name}→{target} n={subset_label(size)} blocks={blocks}"
+    name = cell_name(source.name, target, size, blocks)
     return SearchGroup(key=key, name=name, config={**config, "search": search}, axes=axes)
 
 

@@ -83,6 +83,7 @@ TOP_OPTIONAL = (
     "download",
     "description",
     "search",
+    "log_models",
 )
 
 
@@ -143,6 +144,7 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     resources = sections.read_resources(r, top.get("resources", {}))
     data_root = r.text(top["data_root"], "data_root") if "data_root" in top else None
     download = r.boolean(top["download"], "download") if "download" in top else False
+    log_models = r.boolean(top.get("log_models", False), "log_models")
     return SweepSpec(
         name=name,
         path=source,
@@ -154,4 +156,5 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
         data_root=data_root,
         download=download,
         search=search,
+        log_models=log_models,
     )

@@ -182,6 +182,9 @@ class SweepSpec:
     download: bool
     #: Per-group hyperparameter search before the grid (raysweep.plan.search); None = grid only.
     search: SearchSpec | None = None
+    #: Log each source's checkpoint file on its MLflow run (its reference is always logged);
+    #: how runs are recorded, not what they compute: not in job keys.
+    log_models: bool = False
     #: (target, blocks) pairs that differ from ``blocks`` (Terzi Table 5: CINIC, mode 0 only).
     target_blocks: tuple[tuple[str, tuple[int | str, ...]], ...] = ()
 

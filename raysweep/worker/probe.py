@@ -6,13 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from raysweep.probes.run import run_probe
-from raysweep.protocol import WorkerContext, node_identity
+from raysweep.protocol import EventSender, WorkerContext, node_identity
 
 
 def probe_task(
-    job: dict[str, Any], source: dict[str, Any], ctx: WorkerContext, out_dir: str
+    key: str,
+    job: dict[str, Any],
+    source: dict[str, Any],
+    ctx: WorkerContext,
+    out_dir: str,
+    inbox: Any = None,
 ) -> dict[str, Any]:
-    """Ray task body: run the job's probe on its source checkpoint; say which node ran it."""
+    """Ray task body: run the job's probe on its source checkpoint; say when it starts (so its
+    run's duration is the probe's) and which node ran it."""
+    EventSender(inbox, key).started()
     result = run_probe(
         job["probe"],
         str(ctx.store.verified_checkpoint(job["source_key"])),

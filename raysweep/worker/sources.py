@@ -19,7 +19,7 @@ from raysweep.data import ArrayDataset, cached_dataset, dataset_info, draw_image
 from raysweep.models import TransferNet, build_model
 from raysweep.models.checkpoints import save_checkpoint
 from raysweep.models.published import load_source
-from raysweep.protocol import WorkerContext, node_identity
+from raysweep.protocol import EventSender, WorkerContext, node_identity
 from raysweep.store import Store, StoreError, exclusive, sha256_file, write_json_atomic
 from raysweep.train.common import ScheduleConfig
 from raysweep.train.loop import mean_loss, pretrain
@@ -32,19 +32,30 @@ from raysweep.worker.inputs import (
 )
 
 
-def pretrain_task(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+def pretrain_task(
+    key: str, config: dict[str, Any], ctx: WorkerContext, inbox: Any = None
+) -> dict[str, Any]:
     """Ray task body: train or import one source (:func:`pretrain_source`), plus the node it ran
-    on."""
-    return {**pretrain_source(key, config, ctx), **node_identity()}
+    on. Its start and every training epoch's metrics go to ``inbox`` as they happen, so the
+    driver's run of the source is live."""
+    events = EventSender(inbox, key)
+    events.started()
+    return {**pretrain_source(key, config, ctx, events.epoch), **node_identity()}
 
 
-def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dict[str, Any]:
+def pretrain_source(
+    key: str,
+    config: dict[str, Any],
+    ctx: WorkerContext,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Train (or import) one source model into the store; reuse it if it is already there.
 
     Builders of one key take the store's lock for it, so two sweeps that need the same source
     at once train it once: the second waits, then reuses it. A stored checkpoint whose sha256
     no longer matches its record is rebuilt. Returns the record: per-epoch metrics history,
-    final metrics, seconds, the checkpoint's sha256, and ``reused``.
+    final metrics, seconds, the checkpoint's sha256, and ``reused``; ``report`` gets each
+    training epoch's row as it ends.
     """
     torch.set_num_threads(ctx.threads)
     store = ctx.store
@@ -52,8 +63,10 @@ def pretrain_source(key: str, config: dict[str, Any], ctx: WorkerContext) -> dic
         record = store.read_record(key)
         if record is not None and checkpoint_intact(store, key, record):
             return {**record, "reused": True}
-        build = import_source if "checkpoint" in config else train_source
-        model, record = build(key, config, ctx)
+        if "checkpoint" in config:
+            model, record = import_source(key, config, ctx)
+        else:
+            model, record = train_source(key, config, ctx, report)
         save_checkpoint(store.checkpoint(key), model, checkpoint_meta(key, config))
         record["sha256"] = sha256_file(store.checkpoint(key))
         write_json_atomic(store.record(key), record)
@@ -78,7 +91,10 @@ def checkpoint_meta(key: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_source(
-    key: str, config: dict[str, Any], ctx: WorkerContext
+    key: str,
+    config: dict[str, Any],
+    ctx: WorkerContext,
+    report: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[TransferNet, dict[str, Any]]:
     """Pretrain a source as its spec says: natural or adversarial, with per-epoch history."""
     started = time.monotonic()
@@ -94,6 +110,8 @@ def train_source(
         # Test cross-entropy: what the CCKL paper (App. B) correlates with CCKL per epoch.
         loss = mean_loss(model, test.images, test.labels, prepare=make_prepare(model))
         history.append({"epoch": epoch, **metrics, "test/loss": loss, **tracked()})
+        if report is not None:
+            report(history[-1])
 
     final = pretrain(
         model,
