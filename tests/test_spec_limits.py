@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from raysweep.plan import (
     MAX_JOBS,
@@ -27,7 +26,15 @@ from raysweep.plan import (
 )
 from raysweep.plan.search import search_groups
 from raysweep.plan.size import evaluation_count
-from raysweep.spec import MAX_NODES, MAX_TEXT, SpecError, load_spec, parse_spec, read_yaml
+from raysweep.spec import (
+    MAX_NODES,
+    MAX_TEXT,
+    SpecError,
+    compose,
+    load_spec,
+    parse_spec,
+    read_yaml,
+)
 from raysweep.spec import load as load_module
 from raysweep.spec.reader import shown
 
@@ -39,7 +46,8 @@ LONGEST_LINE = 540
 
 
 def raw_of(stem: str) -> dict[str, Any]:
-    return yaml.safe_load((SPACES / f"{stem}.yaml").read_text())
+    """A shipped spec as parse_spec validates it: composed (quickstart_probes extends)."""
+    return compose(SPACES / f"{stem}.yaml").data
 
 
 def one_line(error: pytest.ExceptionInfo[SpecError], prefix: str) -> str:
@@ -264,7 +272,7 @@ def test_non_utf8_and_oversized(tmp_path: Path) -> None:
 def test_recursion_error_becomes_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, QUICKSTART)
 
-    def overflow(raw: Any, source: str) -> Any:
+    def overflow(*args: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(load_module, "parse_spec", overflow)
@@ -456,7 +464,7 @@ def variants() -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-CASES = [(p.stem, yaml.safe_load(p.read_text())) for p in SHIPPED] + variants()
+CASES = [(p.stem, raw_of(p.stem)) for p in SHIPPED] + variants()
 
 
 @pytest.mark.parametrize("raw", [c[1] for c in CASES], ids=[c[0] for c in CASES])

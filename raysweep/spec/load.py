@@ -1,160 +1,159 @@
-"""Reading a sweep spec: YAML file → :class:`~raysweep.spec.model.SweepSpec`, validated whole.
+"""Reading a sweep spec: YAML files → :class:`~raysweep.spec.model.SweepSpec`, validated whole.
 
-Every problem is a :class:`~raysweep.spec.reader.SpecError` whose message is one line:
-``file: key.path: what is wrong; what is allowed``. Nothing runs before a spec is valid.
-This module owns the file (missing, a folder, unreadable, too large, not UTF-8) and the top
-level; :mod:`~raysweep.spec.yaml_loader` owns the YAML, :mod:`~raysweep.spec.sections` the rest.
+:func:`load_spec` composes the spec (:mod:`~raysweep.spec.compose`: ``extends``, overrides,
+``${…}``), then :func:`parse_spec` validates it. A spec that cannot run raises one
+:class:`~raysweep.spec.reader.SpecError` listing every problem found, one line each:
+``file:line:col: key.path: what is wrong; what is allowed`` (its first line is the summary,
+``3 problems in spec.yaml:``, or the one problem). Nothing runs before a spec is valid.
+
+This module owns the top level and how the sections depend on each other;
+:mod:`~raysweep.spec.files` owns the file, :mod:`~raysweep.spec.yaml_loader` the YAML,
+:mod:`~raysweep.spec.sections` and :mod:`~raysweep.spec.search` the sections.
 """
 
 from __future__ import annotations
 
-import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from raysweep.data import dataset_names
 from raysweep.spec import sections
-from raysweep.spec.model import SourceSpec, SweepSpec
+from raysweep.spec.compose import compose
+from raysweep.spec.files import MAX_SPEC_BYTES, read_spec_bytes, read_spec_text
+from raysweep.spec.keys import GRID_KEYS, TOP
+from raysweep.spec.model import FinetuneSpec, SourceSpec, SweepSpec
+from raysweep.spec.origins import Origins
 from raysweep.spec.reader import Reader, SpecError
 from raysweep.spec.search import read_search
-from raysweep.spec.yaml_loader import read_yaml
 
-#: Bytes of a spec file; the largest shipped spec has 3.5 kB. Read no further than this.
-MAX_SPEC_BYTES = 1_000_000
-EXAMPLE = "give the path of a YAML file such as search_spaces/quickstart.yaml"
+__all__ = ["MAX_SPEC_BYTES", "load_spec", "parse_spec", "read_spec_bytes", "read_spec_text"]
 
 
-def read_spec_bytes(path: Path) -> bytes:
-    """The file's bytes, or a one-line SpecError saying why it cannot be read."""
-    try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise SpecError(f"{path}: is a folder, not a spec file; {EXAMPLE}")
-        if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
-            raise SpecError(f"{path}: not a regular file; {EXAMPLE}")
-        with path.open("rb") as handle:
-            data = handle.read(MAX_SPEC_BYTES + 1)
-    except (FileNotFoundError, NotADirectoryError):
-        raise SpecError(f"{path}: no such spec file; {EXAMPLE}") from None
-    except OSError as error:
-        raise SpecError(
-            f"{path}: cannot read the spec ({error.strerror or type(error).__name__}); check "
-            "the path and that the file and its folders are readable"
-        ) from None
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(
-            f"{path}: larger than {MAX_SPEC_BYTES:,} bytes; a spec is a few kB of YAML: check "
-            "that this is the spec file"
-        )
-    return data
-
-
-def read_spec_text(path: Path) -> str:
-    data = read_spec_bytes(path)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError(
-            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
-            "save the spec as UTF-8"
-        ) from None
-
-
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep spec; every problem raises a one-line :class:`SpecError`."""
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+    """Read, compose and validate a sweep spec; ``overrides`` are ``key.path=value`` changes
+    applied after ``extends`` and before validation. Raises :class:`SpecError` listing every
+    problem found."""
     path = Path(path)
-    text = read_spec_text(path)
     try:
-        return parse_spec(read_yaml(text, str(path)), str(path))
+        composed = compose(path, overrides)
+        return parse_spec(composed.data, str(path), composed.origins)
     except RecursionError:  # the loader bounds depth; this guards whatever reads values later
         raise SpecError(f"{path}: nested too deeply to read; flatten the spec") from None
 
 
-TOP_REQUIRED = ("name", "sources")
-#: The fine-tuning grid; a sweep without it only pretrains and probes.
-GRID_KEYS = ("finetune", "targets", "subset_sizes", "blocks")
-TOP_OPTIONAL = (
-    *GRID_KEYS,
-    "seeds",
-    "pretrain",
-    "probes",
-    "resources",
-    "data_root",
-    "download",
-    "description",
-    "search",
-    "log_models",
-)
+def parse_spec(raw: Any, source: str = "<spec>", origins: Origins | None = None) -> SweepSpec:
+    """Validate a composed document; ``origins`` places each key for the problems' lines."""
+    r = Reader(source, origins)
+    spec = r.attempt(read_top, r, raw)
+    error = r.error()
+    if error is not None:
+        raise error
+    assert spec is not None
+    return spec
 
 
-def read_grid(r: Reader, top: Mapping[str, Any], sources: tuple[SourceSpec, ...]) -> dict[str, Any]:
-    """targets, finetune, subset sizes, seeds and blocks — all given, or only targets/none."""
-    targets = sections.read_targets(r, top["targets"]) if "targets" in top else ()
-    if "finetune" not in top:
-        extra = [k for k in ("subset_sizes", "blocks", "seeds") if k in top]
-        if extra:
-            raise r.fail(extra[0], "only meaningful with a finetune section; add one or remove it")
-        return {
-            "targets": targets,
-            "finetune": None,
-            "subset_sizes": (),
-            "seeds": None,
-            "blocks": (),
-            "target_blocks": (),
-        }
-    every_source_has_targets = all(s.targets is not None for s in sources)
-    for key in GRID_KEYS:
-        if key not in top and not (key == "targets" and every_source_has_targets):
-            raise r.fail(key, "missing: a sweep with a finetune section needs it")
-    finetune = sections.read_finetune(r, top["finetune"])
-    blocks, target_blocks = sections.read_grid_blocks(r, top["blocks"])
-    every_target = tuple(
-        dict.fromkeys(targets + tuple(t for s in sources for t in s.targets or ()))
-    )
-    return {
-        "targets": targets,
-        "finetune": finetune,
-        "subset_sizes": sections.read_subset_sizes(r, top["subset_sizes"], every_target),
-        "seeds": sections.read_seeds(r, top.get("seeds"), finetune),
-        "blocks": blocks,
-        "target_blocks": target_blocks,
-    }
-
-
-def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
-    """Validate an already-parsed YAML document."""
-    r = Reader(source)
-    top = r.mapping(raw, "top level", required=TOP_REQUIRED, optional=TOP_OPTIONAL)
-    name = r.name(top["name"], "name")
-    sources = sections.read_sources(r, top["sources"], top.get("pretrain"), top.get("finetune"))
-    if any(s.finetune is not None for s in sources) and "finetune" not in top:
-        raise r.fail("finetune", "missing: sources with their own finetune changes need it")
-    needs_training = any(s.checkpoint is None and s.pretrain is None for s in sources)
-    if needs_training and "pretrain" not in top:
-        raise r.fail("pretrain", "missing: sources without a checkpoint need a pretrain section")
-    pretrain = sections.read_pretrain(r, top["pretrain"]) if "pretrain" in top else None
-    grid = read_grid(r, top, sources)
+def read_top(r: Reader, raw: Any) -> SweepSpec:
+    """Every section, each read on even when another has problems."""
+    top = r.keys(raw, "top level", TOP)
+    name = r.attempt(r.name, top["name"], "name") if "name" in top else None
+    pretrain = r.attempt(sections.read_pretrain, r, top["pretrain"]) if "pretrain" in top else None
+    finetune = r.attempt(sections.read_finetune, r, top["finetune"]) if "finetune" in top else None
+    sources = None
+    if "sources" in top:
+        shared = (top.get("pretrain"), top.get("finetune"))
+        sources = r.attempt(sections.read_sources, r, top["sources"], *shared)
+        check_sources(r, top, sources or ())
+    grid = r.attempt(read_grid, r, top, sources, finetune)
     search = None
-    if "search" in top:
-        every_target = (*grid["targets"], *(t for s in sources for t in s.targets or ()))
-        search = read_search(r, top["search"], {**grid, "targets": tuple(set(every_target))})
-    probes = sections.read_probes(r, top.get("probes", []))
-    if any(p.per_target for p in probes) and not any(grid["targets"] or s.targets for s in sources):
-        raise r.fail("probes", "distance and influence probes need targets; add a targets list")
-    resources = sections.read_resources(r, top.get("resources", {}))
-    data_root = r.text(top["data_root"], "data_root") if "data_root" in top else None
-    download = r.boolean(top["download"], "download") if "download" in top else False
-    log_models = r.boolean(top.get("log_models", False), "log_models")
+    if "search" in top and grid is not None:
+        every_target = (*grid["targets"], *(t for s in sources or () for t in s.targets or ()))
+        grid_targets = {**grid, "targets": tuple(set(every_target))}
+        search = r.attempt(read_search, r, top["search"], grid_targets)
+    probes = r.attempt(sections.read_probes, r, top.get("probes", []))
+    if probes and grid is not None and sources is not None:
+        if any(p.per_target for p in probes) and not any(
+            grid["targets"] or s.targets for s in sources
+        ):
+            r.note("probes", "distance and influence probes need targets; add a targets list")
+    others = r.fields(
+        resources=lambda: sections.read_resources(r, top.get("resources", {})),
+        data_root=lambda: r.text(top["data_root"], "data_root") if "data_root" in top else None,
+        download=lambda: r.boolean(top.get("download", False), "download"),
+        log_models=lambda: r.boolean(top.get("log_models", False), "log_models"),
+    )
+    if r.problems:
+        raise r.incomplete()
+    assert name and sources and grid and probes is not None and (pretrain or "pretrain" not in top)
     return SweepSpec(
         name=name,
-        path=source,
+        path=r.source,
         sources=sources,
         pretrain=pretrain,
         **grid,
         probes=probes,
-        resources=resources,
-        data_root=data_root,
-        download=download,
         search=search,
-        log_models=log_models,
+        **others,
     )
+
+
+def check_sources(r: Reader, top: Mapping[str, Any], sources: Sequence[SourceSpec]) -> None:
+    """The sections that sources need."""
+    if any(s.finetune is not None for s in sources) and "finetune" not in top:
+        r.note("finetune", "missing: sources with their own finetune changes need it")
+    needs_training = any(s.checkpoint is None and s.pretrain is None for s in sources)
+    if needs_training and "pretrain" not in top:
+        r.note("pretrain", "missing: sources without a checkpoint need a pretrain section")
+
+
+NO_GRID = {"finetune": None, "subset_sizes": (), "seeds": None, "blocks": (), "target_blocks": ()}
+
+
+def read_grid(
+    r: Reader,
+    top: Mapping[str, Any],
+    sources: Sequence[SourceSpec] | None,
+    finetune: FinetuneSpec | None,
+) -> dict[str, Any]:
+    """targets, finetune, subset sizes, seeds and blocks — all given, or only targets/none.
+    ``sources`` and ``finetune`` are None where they had problems (checks needing them wait)."""
+    if "finetune" not in top:
+        extra = [k for k in ("subset_sizes", "blocks", "seeds") if k in top]
+        for key in extra:
+            r.note(key, "only meaningful with a finetune section; add one or remove it")
+        targets = sections.read_targets(r, top["targets"]) if "targets" in top else ()
+        if extra:
+            raise r.incomplete()
+        return {"targets": targets, **NO_GRID}
+    every_source_has_targets = sources is None or all(s.targets is not None for s in sources)
+    missing = [
+        key
+        for key in GRID_KEYS
+        if key not in top and not (key == "targets" and every_source_has_targets)
+    ]
+    for key in missing:
+        r.note(key, "missing: a sweep with a finetune section needs it")
+    reads = {
+        "targets": lambda: sections.read_targets(r, top["targets"]) if "targets" in top else (),
+        "blocks": lambda: sections.read_grid_blocks(r, top["blocks"]),
+        "subset_sizes": lambda: sections.read_subset_sizes(
+            r, top["subset_sizes"], known_targets(top, sources)
+        ),
+        "seeds": lambda: sections.read_seeds(r, top.get("seeds"), finetune),
+    }
+    wanted = [k for k in reads if k not in missing]
+    grid = r.fields(**{k: reads[k] for k in wanted})
+    if missing or finetune is None:
+        raise r.incomplete()
+    blocks, target_blocks = grid.pop("blocks")
+    return {**grid, "finetune": finetune, "blocks": blocks, "target_blocks": target_blocks}
+
+
+def known_targets(top: Mapping[str, Any], sources: Sequence[SourceSpec] | None) -> tuple[str, ...]:
+    """Every valid target of the sweep and of its sources, in order (subset sizes are checked
+    against each; a misspelled one has its own problem)."""
+    raw = top.get("targets")
+    names = set(dataset_names())
+    listed = [t for t in raw if isinstance(t, str) and t in names] if isinstance(raw, list) else []
+    per_source = [t for s in sources or () for t in s.targets or ()]
+    return tuple(dict.fromkeys(listed + per_source))

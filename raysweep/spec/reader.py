@@ -1,26 +1,102 @@
-"""Small readers that turn raw YAML values into typed values, or a one-line SpecError.
+"""Small readers that turn raw YAML values into typed values, and the problems they find.
 
-Every reader takes a ``where`` path (``sources[1].training.eps``) so that an error names the
-exact key, what was found and what is allowed. A user value quoted in an error goes through
-:func:`shown`, so one error line stays a few hundred characters whatever the value (a 100,000
-element list, a megabyte string): the message is for a terminal, not a dump.
+Every reader takes a ``where`` path (``sources[1].training.eps``) so that a problem names the
+exact key, what was found and what is allowed, and, through the spec's
+:class:`~raysweep.spec.origins.Origins`, the file, line and column it was written at. A user
+value quoted in a problem goes through :func:`shown`, so one problem line stays a few hundred
+characters whatever the value (a 100,000 element list, a megabyte string): the message is for a
+terminal, not a dump.
+
+A reader raises a :class:`SpecError` for the value it cannot read; :meth:`Reader.attempt` and
+:meth:`Reader.fields` record it and go on with the next independent value, and unknown keys are
+recorded without stopping, so that one :class:`SpecError` lists every problem of a spec.
+:class:`SpecError` is also what every other layer raises for a spec that cannot run.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 from raysweep.models.names import FINETUNE_MODES
 from raysweep.schema import ALL_IMAGES
+from raysweep.spec.keys import Keys
+from raysweep.spec.origins import Origin, Origins
 from raysweep.sweepdir import name_problem
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: ``origin: where: message`` as one line. ``origin`` is
+    ``file:line:col`` (or the file alone, or ``override 'k=v'``); ``where`` the key path."""
+
+    where: str
+    message: str
+    origin: str = ""
+    file: str = ""
+    line: int = 0
+    column: int = 0
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.origin, self.where, self.message) if part)
 
 
 class SpecError(ValueError):
-    """A sweep spec that cannot run; the message is one line naming file, key and the fix."""
+    """A sweep spec that cannot run. The message's first line says what is wrong (or how many
+    things are: ``3 problems in spec.yaml:``); ``problems`` holds each, one line apiece."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[Problem] = list(problems) or [Problem("", message)]
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (Ray, multiprocessing) with its problems
+        return (type(self), (str(self), self.problems))
+
+    @classmethod
+    def listing(cls, problems: Sequence[Problem], source: str, more: int = 0) -> SpecError:
+        """One problem as its line; several as a count, then one line each (``more``: how many
+        further problems were found but not kept)."""
+        if len(problems) == 1 and not more:
+            return cls(str(problems[0]), problems)
+        count = f"{len(problems) + more} problems in {source}"
+        head = f"{count} (the first {len(problems)} listed):" if more else f"{count}:"
+        return cls("\n".join([head, *map(str, problems)]), problems)
+
+
+class Incomplete(SpecError):
+    """A value not read because of problems already recorded on the reader."""
+
+    def __init__(self, message: str = "problems recorded", problems: Sequence[Problem] = ()):
+        super().__init__(message, problems)
+
+
+class Section(dict[Any, Any]):
+    """A mapping as :meth:`Reader.mapping` checked it: a missing required key (recorded
+    already) raises :class:`Incomplete` when read, so only what needs it stops."""
+
+    def __missing__(self, key: Any) -> Any:
+        raise Incomplete(f"missing key {key!r} (recorded)")
+
+
+def close_match(value: Any, allowed: Iterable[str]) -> str | None:
+    """The allowed name closest to ``value`` (``optimiser`` → ``optimizer``), if one is close."""
+    if not isinstance(value, str) or len(value) > 200:
+        return None
+    close = difflib.get_close_matches(value, list(allowed), n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(value: Any, allowed: Iterable[str]) -> str:
+    """``did you mean 'x'? `` for a close match of ``value`` among ``allowed``, else ``""``."""
+    close = close_match(value, allowed)
+    return f"did you mean '{close}'? " if close else ""
 
 
 #: Longest key path and message text of one error; only pathological input comes near them
@@ -28,6 +104,9 @@ class SpecError(ValueError):
 #: under 400 characters).
 MAX_WHERE_CHARS = 120
 MAX_MESSAGE_CHARS = 400
+#: Problems one SpecError lists; beyond them, only their count (a spec with 100,000 unknown
+#: keys gets a short message, found in linear time).
+MAX_PROBLEMS = 30
 #: A number written as text (``8/255``) longer than this is not a number anyone meant; the
 #: bound also keeps ``Fraction`` from building a 10**(10**8) integer out of ``1e100000000``.
 MAX_NUMBER_CHARS = 64
@@ -70,16 +149,106 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def child(where: str, key: Any) -> str:
+    """The path of ``key`` inside the mapping at ``where``."""
+    key = clip(str(key), 60)
+    return key if where == "top level" else f"{where}.{key}"
+
+
 class Reader:
-    """Reads one YAML file's values, prefixing every error with the file name."""
+    """Reads one spec's values and keeps the problems found; every problem names the file and,
+    through ``origins``, the line and column (or the parent file or override) of its key."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, origins: Origins | None = None) -> None:
         self.source = source
+        self.origins = origins
+        self.problems: list[Problem] = []
+        self.more = 0  # problems found beyond MAX_PROBLEMS
 
-    def fail(self, where: str, message: str) -> SpecError:
+    def problem(self, where: str, message: str, at: str | None = None) -> Problem:
+        """A problem of the key ``where``, placed at the key ``at`` (default: ``where``)."""
         # The clips are a backstop: the readers already quote values through shown().
         where, message = clip(where, MAX_WHERE_CHARS), clip(message, MAX_MESSAGE_CHARS)
-        return SpecError(f"{self.source}: {where}: {message}")
+        origin = self.origins.locate(at or where) if self.origins else None
+        origin = origin or Origin(self.source)
+        return Problem(where, message, str(origin), origin.file, origin.line, origin.column)
+
+    def fail(self, where: str, message: str, at: str | None = None) -> SpecError:
+        """The error to raise for a value that cannot be read."""
+        problem = self.problem(where, message, at)
+        return SpecError(str(problem), [problem])
+
+    def note(self, where: str, message: str, at: str | None = None) -> None:
+        """Record a problem and read on."""
+        self.record(SpecError("", [self.problem(where, message, at)]))
+
+    def record(self, error: SpecError) -> None:
+        """Keep ``error``'s problems (each once; beyond MAX_PROBLEMS, only counted)."""
+        if isinstance(error, Incomplete):
+            return
+        for problem in error.problems:
+            if problem in self.problems[-MAX_PROBLEMS:]:
+                continue
+            if len(self.problems) < MAX_PROBLEMS:
+                self.problems.append(problem)
+            else:
+                self.more += 1
+
+    def incomplete(self) -> Incomplete:
+        """What to raise when a value cannot be built from parts whose problems are recorded."""
+        assert self.problems, "a value is incomplete only for problems already recorded"
+        return Incomplete()
+
+    def attempt(self, read: Callable[..., T], *args: Any) -> T | None:
+        """``read(*args)``, or None with its problems recorded: reading goes on."""
+        try:
+            return read(*args)
+        except SpecError as error:
+            self.record(error)
+            return None
+
+    def fields(self, **reads: Callable[[], Any]) -> dict[str, Any]:
+        """Each independent value read, all of their problems recorded; :meth:`incomplete` if
+        any failed."""
+        values, failed = {}, False
+        for key, read in reads.items():
+            try:
+                values[key] = read()
+            except SpecError as error:
+                self.record(error)
+                failed = True
+        if failed:
+            raise self.incomplete()
+        return values
+
+    def drop_repeats(self, since: int, where: str, shared: str) -> None:
+        """Forget the problems recorded since ``since`` under ``where`` (a source's merged
+        ``pretrain``) that repeat one of the sweep's section ``shared`` (``pretrain``)."""
+        earlier = {(p.where, p.message) for p in self.problems[:since]}
+        self.problems[since:] = [
+            p
+            for p in self.problems[since:]
+            if not (
+                p.where.startswith(where) and (shared + p.where[len(where) :], p.message) in earlier
+            )
+        ]
+
+    def error(self) -> SpecError | None:
+        """Every recorded problem as one SpecError (in the order of the files' lines: the spec
+        file's, its parents', then the overrides'), or None when there are none."""
+        if not self.problems:
+            return None
+        ordered = sorted(
+            self.problems,
+            key=lambda p: (
+                p.origin.startswith("override "),
+                p.file != self.source,
+                p.file,
+                p.line,
+                p.column,
+            ),
+        )
+        return SpecError.listing(ordered, self.source, self.more)
 
     def mapping(
         self,
@@ -88,21 +257,34 @@ class Reader:
         *,
         required: Iterable[str] = (),
         optional: Iterable[str] = (),
-    ) -> Mapping[str, Any]:
-        """A mapping whose keys are all known and whose required keys are present."""
+    ) -> Section:
+        """The known keys of a mapping. Each unknown key is recorded with the closest allowed
+        one, each missing required key too (unless an unknown key was suggested as it); reading
+        a missing key later raises :class:`Incomplete`."""
         if not isinstance(value, Mapping):
             raise self.fail(where, f"must be a mapping, got {type(value).__name__}")
         required = list(required)
-        allowed = set(required) | set(optional)
-        unknown = sorted(clip(str(k), 60) for k in value if k not in allowed)
-        if unknown:
-            raise self.fail(
-                where, f"unknown key '{unknown[0]}'; allowed keys: {', '.join(sorted(allowed))}"
+        allowed = [*required, *(k for k in optional if k not in required)]
+        listed = ", ".join(sorted(allowed))
+        unknown = sorted((k for k in value if k not in allowed), key=str)
+        room = max(MAX_PROBLEMS - len(self.problems), 1)
+        self.more += len(unknown[room:])  # counted, not described (100,000 typos: fast)
+        for key in unknown[:room]:
+            self.note(
+                where,
+                f"unknown key '{clip(str(key), 60)}'; {did_you_mean(key, allowed)}"
+                f"allowed keys: {listed}",
+                at=child(where, key),
             )
+        suggested = {close_match(key, allowed) for key in unknown[:room]}
         for key in required:
-            if key not in value:
-                raise self.fail(where, f"missing required key '{key}'")
-        return value
+            if key not in value and key not in suggested:
+                self.note(where, f"missing required key '{key}'")
+        return Section((k, v) for k, v in value.items() if k in allowed)
+
+    def keys(self, value: Any, where: str, keys: Keys) -> Section:
+        """:meth:`mapping` with a :class:`~raysweep.spec.keys.Keys` table."""
+        return self.mapping(value, where, required=keys.required, optional=keys.optional)
 
     def number(
         self,
@@ -199,7 +381,11 @@ class Reader:
     def choice(self, value: Any, where: str, allowed: Iterable[str]) -> str:
         allowed = list(allowed)
         if not isinstance(value, str) or value not in allowed:
-            raise self.fail(where, f"unknown value {shown(value)}; allowed: {', '.join(allowed)}")
+            raise self.fail(
+                where,
+                f"unknown value {shown(value)}; {did_you_mean(value, allowed)}"
+                f"allowed: {', '.join(allowed)}",
+            )
         return value
 
     def sequence(self, value: Any, where: str, *, nonempty: bool = True) -> list[Any]:

@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from raysweep.spec import keys
 from raysweep.spec.model import MAX_EPOCHS
-from raysweep.spec.reader import Reader, clip
+from raysweep.spec.reader import Reader, clip, did_you_mean
 
 #: Where each tunable hyperparameter lives in a fine-tune job's config.
 PARAM_PATHS: dict[str, tuple[str, ...]] = {
@@ -44,18 +45,7 @@ DISTRIBUTIONS = ("loguniform", "uniform", "int", "choice")
 GROUP_AXES = ("source", "target", "subset_size", "blocks")
 METRICS = ("val/acc",)
 SCHEDULERS = ("asha", "none")
-SEARCH_KEYS = (
-    "params",
-    "trials",
-    "group_by",
-    "metric",
-    "validation_fraction",
-    "subset_size",
-    "blocks",
-    "seed",
-    "scheduler",
-    "max_concurrent",
-)
+SEARCH_KEYS = keys.SEARCH.allowed
 
 
 @dataclass(frozen=True)
@@ -98,9 +88,11 @@ class SearchSpec:
 def read_param(r: Reader, name: str, raw: Any, where: str) -> ParamSpec:
     if name not in PARAM_PATHS:
         raise r.fail(
-            where, f"unknown hyperparameter '{clip(name, 60)}'; allowed: {', '.join(PARAM_PATHS)}"
+            where,
+            f"unknown hyperparameter '{clip(name, 60)}'; {did_you_mean(name, PARAM_PATHS)}"
+            f"allowed: {', '.join(PARAM_PATHS)}",
         )
-    d = r.mapping(raw, where, required=("distribution",), optional=("low", "high", "values", "log"))
+    d = r.keys(raw, where, keys.SEARCH_PARAM)
     kind = r.choice(d["distribution"], f"{where}.distribution", DISTRIBUTIONS)
     low_bound, high_bound, strict = PARAM_RANGES[name]
     integer = name in INTEGER_PARAMS
@@ -143,7 +135,7 @@ def read_scheduler(r: Reader, raw: Any) -> SchedulerSpec:
     if raw in SCHEDULERS:
         return SchedulerSpec(name=raw)
     where = "search.scheduler"
-    d = r.mapping(raw, where, required=("name",), optional=("grace_period", "reduction_factor"))
+    d = r.keys(raw, where, keys.SCHEDULER)
     name = r.choice(d["name"], f"{where}.name", SCHEDULERS)
     if name == "none" and len(d) > 1:
         raise r.fail(where, "grace_period and reduction_factor belong to asha")
@@ -179,18 +171,28 @@ def largest(sizes: tuple[int | None, ...]) -> int | None:
     return None if None in sizes else max(s for s in sizes if s is not None)
 
 
-def read_search(r: Reader, raw: Any, grid: Mapping[str, Any]) -> SearchSpec:
-    """Validate ``search:``; ``grid`` holds the parsed targets, subset sizes and blocks."""
-    if grid.get("finetune") is None:
-        raise r.fail("search", "needs a finetune section: the search tunes the fine-tuning grid")
-    d = r.mapping(raw, "search", required=("params", "trials"), optional=SEARCH_KEYS)
-    p = d["params"]
+def read_params(r: Reader, p: Any) -> tuple[ParamSpec, ...]:
+    """``search.params``: each tuned hyperparameter read on its own."""
     if not isinstance(p, Mapping) or not p:
         raise r.fail(
             "search.params",
             f"must be a non-empty mapping name → distribution; tunable: {', '.join(PARAM_PATHS)}",
         )
-    params = tuple(read_param(r, str(k), v, f"search.params.{k}") for k, v in p.items())
+    found = [
+        r.attempt(read_param, r, str(k), v, f"search.params.{clip(str(k), 60)}")
+        for k, v in p.items()
+    ]
+    if any(param is None for param in found):
+        raise r.incomplete()
+    return tuple(param for param in found if param is not None)
+
+
+def read_search(r: Reader, raw: Any, grid: Mapping[str, Any]) -> SearchSpec:
+    """Validate ``search:``; ``grid`` holds the parsed targets, subset sizes and blocks."""
+    if grid.get("finetune") is None:
+        raise r.fail("search", "needs a finetune section: the search tunes the fine-tuning grid")
+    d = r.keys(raw, "search", keys.SEARCH)
+    params = r.attempt(read_params, r, d["params"])
     group_by = read_group_by(r, d.get("group_by", ["source", "target"]))
     size = largest(grid["subset_sizes"])
     if "subset_size" in d:
@@ -203,6 +205,8 @@ def read_search(r: Reader, raw: Any, grid: Mapping[str, Any]) -> SearchSpec:
         maximum=0.9,
         strict_minimum=True,
     )
+    if params is None:
+        raise r.incomplete()
     spec = SearchSpec(
         params=params,
         trials=r.integer(d["trials"], "search.trials", minimum=1),

@@ -18,7 +18,8 @@ expanded:
   integers above 4,300 digits; a spec needs none above a few).
 
 Small anchors and aliases, and merges, keep working. The shipped specs have at most 325 values
-and 6 levels.
+and 6 levels. :func:`read_yaml_marked` also gives the line and column of every key and list
+item (:mod:`~raysweep.spec.origins`), for problems that name them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from raysweep.spec.origins import KeyPath, Origin
 from raysweep.spec.reader import SpecError, clip, shown
 
 #: Values in a document after alias expansion; the largest shipped spec has 325.
@@ -184,13 +186,50 @@ def malformed(error: yaml.YAMLError, text: str, source: str) -> SpecError:
 
 def read_yaml(text: str, source: str) -> Any:
     """The one document in ``text``, read strictly; ``source`` names the file in errors."""
+    return read_yaml_marked(text, source)[0]
+
+
+def read_yaml_marked(text: str, source: str) -> tuple[Any, dict[KeyPath, Origin]]:
+    """:func:`read_yaml`, and where each key and list item of the document was written."""
     try:
         loader = StrictLoader(text, source)  # refuses control characters already
     except yaml.YAMLError as error:
         raise malformed(error, text, source) from None
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        data = loader.construct_document(node)  # flattens `<<` merges into their mappings
+        return data, places(node, source)
     except yaml.YAMLError as error:
         raise malformed(error, text, source) from None
     finally:
         loader.dispose()
+
+
+def places(root: Node, source: str) -> dict[KeyPath, Origin]:
+    """Key path → where it was written: a mapping key's own line and column, a list item's.
+    An aliased node is walked once, at its first path (deeper paths of the others fall back to
+    the alias: the index stays as small as the file)."""
+
+    def origin(node: Node) -> Origin:
+        return Origin(source, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    found: dict[KeyPath, Origin] = {(): origin(root)}
+    seen: set[int] = set()
+    stack: list[tuple[KeyPath, Node]] = [((), root)]
+    while stack:
+        path, node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                at = (*path, str(key.value))
+                found[at] = origin(key)
+                stack.append((at, value))
+        elif isinstance(node, SequenceNode):
+            for i, item in enumerate(node.value):
+                found[(*path, i)] = origin(item)
+                stack.append(((*path, i), item))
+    return found
