@@ -138,3 +138,52 @@ def test_analyze_a_sweep_without_finished_runs_says_so(
         "`raysweep status quickstart`"
     )
     assert not (tmp_path / "quickstart" / "report").exists()
+
+
+def test_version_help_and_global_options_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raysweep import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"raysweep {__version__}"
+    with pytest.raises(SystemExit):
+        main(["launch", "--help"])
+    help_text = capsys.readouterr().out
+    assert "examples:" in help_text and "finetune.optimizer.lr=0.1" in help_text
+    assert "KEY=VALUE" in help_text
+    # --root after the subcommand works as before it
+    assert main(["status", "nope", "--root", str(tmp_path)]) == 2
+    assert f"no sweep named 'nope' under {tmp_path}" in one_line_error(capsys)
+
+
+def test_list_shows_every_sweep_with_its_states(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["list", "--root", str(tmp_path)]) == 0
+    assert "no sweeps under" in capsys.readouterr().out
+    existing_sweep(tmp_path, (SPACES / "quickstart.yaml").read_text())
+    assert main(["list", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.strip().startswith("quickstart"))
+    assert row.split()[1:5] == ["0", "0", "0", "174"]  # done, running, failed, pending
+
+
+def test_status_watch_stops_when_nothing_is_left_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raysweep.driver import status as status_module
+
+    existing_sweep(tmp_path, (SPACES / "quickstart.yaml").read_text())
+    views = iter([False, False, True])  # pending twice, then all done
+    real = status_module.SweepStatus.finished
+
+    def finished(self: object) -> bool:
+        return next(views)
+
+    monkeypatch.setattr(status_module.SweepStatus, "finished", property(finished))
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    assert main(["status", "quickstart", "--root", str(tmp_path), "--watch", "0.01"]) == 0
+    assert capsys.readouterr().out.count("(as of ") == 3
+    assert real is not None

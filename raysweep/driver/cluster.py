@@ -5,6 +5,7 @@ Unreachable clusters fail in seconds with one line, before anything is recorded.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -57,11 +58,16 @@ def ensure_ray(address: str | None) -> None:
     # ray.init makes SIGTERM exit the driver at once (exit status 15, nothing said); keep the
     # CLI's handler, which stops the launch and prints how to resume it.
     handler = signal.getsignal(signal.SIGTERM)
+    # Ray's start-up lines (and its token notice) are noise on a normal launch: --debug shows them.
+    level = logging.INFO if os.environ.get("RAYSWEEP_DEBUG") else logging.ERROR
     try:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=level)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+            cpus = os.cpu_count() or 1
+            ray.init(
+                num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=level
+            )
     except ConnectionError as error:  # `auto` with no RAY_ADDRESS and no local cluster
         raise ClusterError(
             f"no Ray cluster at --address {address} ({error}); start one or pass host:port"

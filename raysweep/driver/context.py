@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysweep.driver.progress import Write
+from raysweep.driver.progress import Progress, Write
 from raysweep.driver.tracker import SweepTracker
 from raysweep.plan import STAGES, Plan
 from raysweep.protocol import WorkerContext
@@ -78,10 +78,16 @@ class StageContext:
     sweep: SweepDir
     outcome: Outcome
     write: Write
+    #: Live bars on the terminal instead of progress lines (the console, attached to a tty).
+    bars: bool = False
 
     @property
     def spec(self) -> SweepSpec:
         return self.plan.spec
+
+    def progress(self, stage: str, total: int, every_s: float = 5.0) -> Progress:
+        """The stage's progress display: a live bar on a terminal, else lines."""
+        return Progress(stage, total, every_s=every_s, write=None if self.bars else self.write)
 
 
 def worker_context(spec: SweepSpec, sweep: SweepDir) -> WorkerContext:

@@ -12,7 +12,6 @@ from raysweep.driver.cluster import total_cpus
 from raysweep.driver.context import TRIALS_PER_EXPERIMENT, StageContext
 from raysweep.driver.entrypoints import finetune_trainable
 from raysweep.driver.packing import bundle_jobs
-from raysweep.driver.progress import Progress
 from raysweep.driver.recorder import JobRecorder
 from raysweep.driver.scheduling import quiet_result_loading
 from raysweep.plan import Job
@@ -79,7 +78,7 @@ def run_finetune_stage(ctx: StageContext, jobs: list[Job]) -> None:
     if not jobs:
         return
     spec, write = ctx.spec, ctx.write
-    progress = Progress("finetune", len(jobs), write=write)
+    progress = ctx.progress("finetune", len(jobs))
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     write(
         f"[finetune] {len(jobs)} trials on Ray Tune, {resources['cpu']:g} CPU / "

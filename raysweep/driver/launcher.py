@@ -10,8 +10,9 @@ again, or resuming after a crash, only does what is missing. One launch runs a s
 from __future__ import annotations
 
 import os
-import shutil
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from raysweep.driver.cluster import check_cluster_reachable, check_resources, ensure_ray
@@ -20,14 +21,15 @@ from raysweep.driver.finetune import run_finetune_stage
 from raysweep.driver.lock import launch_lock, new_launch_id
 from raysweep.driver.pretrain import run_pretrain_stage
 from raysweep.driver.probe import run_probe_stage
-from raysweep.driver.progress import Write
+from raysweep.driver.progress import Write, writer
 from raysweep.driver.report import report_sweep
 from raysweep.driver.search import run_search_stage, with_search_values
 from raysweep.driver.shared_root import check_shared_root
 from raysweep.driver.tracker import SweepTracker
 from raysweep.plan import MAX_JOBS, Job, Plan, make_plan
 from raysweep.schema import check_reachable
-from raysweep.spec import load_spec
+from raysweep.spec import load_spec, resolved_yaml
+from raysweep.store import write_text_atomic
 from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
 
 # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records (REFERENCE.md).
@@ -62,16 +64,22 @@ def check_same_store(sweep: SweepDir, tracking_uri: str | None, switch: bool) ->
 
 
 def prepare_sweep(
-    spec_path: Path, sweep: SweepDir, tracking_uri: str | None, launch_id: str
+    spec_path: Path,
+    overrides: Sequence[str],
+    sweep: SweepDir,
+    tracking_uri: str | None,
+    launch_id: str,
 ) -> SweepTracker:
-    """The sweep folder with its spec copy and ``sweep.json``, and its MLflow parent run."""
+    """The sweep folder with its spec copy — the spec as resolved (extends merged, overrides
+    applied), so a resume runs exactly what was launched — and ``sweep.json``, and its MLflow
+    parent run (overrides also as its param ``sweep.overrides``)."""
     uri = sweep.tracking_uri(tracking_uri, new=True)
     sweep.create()
-    if Path(spec_path).resolve() != sweep.spec_copy.resolve():
-        shutil.copyfile(spec_path, sweep.spec_copy)
+    if Path(spec_path).resolve() != sweep.spec_copy.resolve() or overrides:
+        write_text_atomic(sweep.spec_copy, resolved_yaml(spec_path, overrides))
     artifact_root = sweep.artifact_root if uri.startswith("sqlite") else None
     tracker = SweepTracker(uri, sweep.name, artifact_root, launch_id)
-    parent = tracker.open_parent(sweep.spec_copy)
+    parent = tracker.open_parent(sweep.spec_copy, overrides)
     sweep.write_state({"name": sweep.name, "tracking_uri": uri, "parent_run_id": parent})
     return tracker
 
@@ -115,16 +123,19 @@ def launch(
     extend: bool = False,
     switch_tracking_uri: bool = False,
     max_jobs: int | None = MAX_JOBS,
-    write: Write = print,
+    overrides: Sequence[str] = (),
+    write: Write | None = None,
 ) -> Outcome:
     """Run every job of the spec that has no FINISHED run yet; return what happened.
 
     Refused with one line, before anything is recorded: a sweep another launch is running, an
     unreachable cluster or tracking server, resources no node can give, another tracking store
     than the sweep's (unless ``switch_tracking_uri``), more than ``max_jobs`` jobs (None: no
-    limit).
+    limit). ``overrides`` (``key.path=value``) change the spec as on ``raysweep plan``; the
+    sweep folder keeps the resolved spec. ``write`` None is the console, with live bars on a
+    terminal.
     """
-    spec = load_spec(spec_path)
+    spec = load_spec(spec_path, overrides)
     plan = make_plan(spec, max_jobs=max_jobs)
     check_cluster_reachable(address)
     sweep = SweepDir(resolve_root(root), name or spec.name)
@@ -139,12 +150,18 @@ def launch(
             check_same_plan(sweep, plan, extend)
         ensure_ray(address)
         check_resources(spec)
-        tracker = prepare_sweep(Path(spec_path), sweep, tracking_uri, launch_id)
-        return run_launch(plan, tracker, sweep, retry_failed, write)
+        tracker = prepare_sweep(Path(spec_path), overrides, sweep, tracking_uri, launch_id)
+        bars = write is None and sys.stdout.isatty()
+        return run_launch(plan, tracker, sweep, retry_failed, writer(write), bars)
 
 
 def run_launch(
-    plan: Plan, tracker: SweepTracker, sweep: SweepDir, retry_failed: bool, write: Write
+    plan: Plan,
+    tracker: SweepTracker,
+    sweep: SweepDir,
+    retry_failed: bool,
+    write: Write,
+    bars: bool = False,
 ) -> Outcome:
     """The stages and the report, under the sweep's lock, with the parent run's status kept."""
     started = time.monotonic()
@@ -152,7 +169,8 @@ def run_launch(
     tracker.log_sweep(plan)
     pending = pending_jobs(plan, tracker, outcome, retry_failed)
     write(f"sweep '{sweep.name}': {sweep.path}  (tracking: {tracker.uri})")
-    ctx = StageContext(plan, tracker, worker_context(plan.spec, sweep), sweep, outcome, write)
+    context = worker_context(plan.spec, sweep)
+    ctx = StageContext(plan, tracker, context, sweep, outcome, write, bars)
     try:
         run_stages(ctx, pending)
     except KeyboardInterrupt:
@@ -170,7 +188,7 @@ def resume(
     address: str | None = None,
     root: str | Path | None = None,
     retry_failed: bool = False,
-    write: Write = print,
+    write: Write | None = None,
 ) -> Outcome:
     """Finish a launched sweep from the spec copy in its folder, on its own tracking store (its
     size was accepted when it was launched: no job limit applies)."""

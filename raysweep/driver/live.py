@@ -9,6 +9,7 @@ a lost node sends its events again: the run is reused and epochs already logged 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from raysweep.driver.tracker import SweepTracker
@@ -38,9 +39,16 @@ class LiveRuns:
     """The runs of one stage's jobs, opened when their work starts (or at the latest when their
     result arrives) and fed each epoch once."""
 
-    def __init__(self, tracker: SweepTracker, jobs: dict[str, Job]) -> None:
+    def __init__(
+        self,
+        tracker: SweepTracker,
+        jobs: dict[str, Job],
+        on_epoch: Callable[[Job, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.tracker = tracker
         self.jobs = jobs
+        #: Told each streamed epoch (the pretrain stage prints it: a person sees training).
+        self.on_epoch = on_epoch
         self.run_ids: dict[str, str] = {}
         self.last_epoch: dict[str, int] = {}
         self.nodes: dict[str, str] = {}
@@ -60,6 +68,8 @@ class LiveRuns:
         self.tag_node(key, run_id, event)
         if event.get("event") == EPOCH_EVENT:
             self.log_epochs(key, [event["row"]])
+            if self.on_epoch is not None:
+                self.on_epoch(self.jobs[key], event["row"])
 
     def tag_node(self, key: str, run_id: str, where: dict[str, Any]) -> None:
         node = where.get(NODE_KEY)

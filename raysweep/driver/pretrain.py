@@ -4,6 +4,7 @@ a reference to the stored checkpoint (and, with ``log_models: true``, the checkp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -56,7 +57,8 @@ def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
     cpus = max(1, min(largest_node_cpus(), total_cpus() // len(to_run)))
     task = ray.remote(pretrain_task).options(num_cpus=cpus, max_retries=2)
     context = replace(ctx.worker, threads=cpus)
-    inbox, runs = Inbox(), LiveRuns(ctx.tracker, {job.key: job for job in pending})
+    inbox = Inbox()
+    runs = LiveRuns(ctx.tracker, {job.key: job for job in pending}, epoch_line(ctx))
     refs = {task.remote(job.key, job.config, context, inbox.queue): job for job in to_run}
     reused = sum(job.key in stored for job in to_run)
     reuse = f" ({reused} already in the store: recorded, not retrained)" if reused else ""
@@ -72,13 +74,37 @@ def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
         ready.add(job.key)
 
     try:
-        for job, reason in collect_tasks("pretrain", refs, on_result, ctx.write, runs, inbox):
+        progress = ctx.progress("pretrain", len(refs), every_s=0.0)
+        for job, reason in collect_tasks(progress, refs, on_result, runs, inbox):
             if job.key in pending_keys:
                 ctx.tracker.end_job(runs.run_of(job.key), error=reason)
             ctx.outcome.failed["pretrain"].append(f"{job.name}: {reason}")
     finally:
         inbox.shutdown()
     return ready
+
+
+def epoch_line(ctx: StageContext) -> Callable[[Job, dict[str, Any]], None]:
+    """Prints ``[pretrain] natural: epoch 3/10 · loss 1.234 · test 45.2% · adv 20.1%``."""
+
+    def show(job: Job, row: dict[str, Any]) -> None:
+        epochs = job.config.get("pretrain", {}).get("epochs", "?")
+        parts = [f"epoch {row['epoch']}/{epochs}"]
+        for metric, label, unit in EPOCH_FIELDS:
+            if metric in row:
+                parts.append(f"{label} {row[metric]:.{3 if unit == '' else 1}f}{unit}")
+        ctx.write(f"[pretrain] {job.config['source']}: " + " · ".join(parts))
+
+    return show
+
+
+#: (metric, label, unit) of the per-epoch pretraining line.
+EPOCH_FIELDS = (
+    ("train/loss", "loss", ""),
+    ("test/acc", "test", "%"),
+    ("adv/acc", "adv", "%"),
+    ("adv/acc_cw", "cw", "%"),
+)
 
 
 def attack_cost(job: Job) -> int:

@@ -86,7 +86,8 @@ def run_probe_stage(ctx: StageContext, pending: list[Job]) -> None:
         ctx.outcome.ran["probe"] += 1
 
     try:
-        for job, reason in collect_tasks("probe", refs, on_result, ctx.write, runs, inbox):
+        progress = ctx.progress("probe", len(refs), every_s=0.0)
+        for job, reason in collect_tasks(progress, refs, on_result, runs, inbox):
             ctx.tracker.end_job(runs.run_of(job.key), error=reason)
             ctx.outcome.failed["probe"].append(f"{job.name}: {reason}")
     finally:

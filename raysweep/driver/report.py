@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from raysweep.driver.progress import Write
+from raysweep.driver.progress import Write, writer
 from raysweep.driver.tracker import SweepTracker
 from raysweep.schema import (
     ROLE_TAG,
@@ -46,7 +46,7 @@ def analyze(
     sweep: SweepDir,
     out_dir: Path | None = None,
     tracking_uri: str | None = None,
-    write: Write = print,
+    write: Write | None = None,
     sharey: bool = False,
 ) -> list[Path]:
     """``raysweep analyze``: draw every family the sweep supports into ``out_dir`` (default: the
@@ -54,6 +54,7 @@ def analyze(
     from raysweep.analysis.report import NothingToAnalyze, analyze_sweep
     from raysweep.analysis.sweepdata import FigureOptions
 
+    write = writer(write)
     uri = sweep.tracking_uri(tracking_uri)
     check_reachable(uri)
     if not store_exists(uri):  # opening a missing SQLite store would create it: nothing ran

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from raysweep.driver.live import Inbox, LiveRuns
-from raysweep.driver.progress import Progress, Write
+from raysweep.driver.progress import Progress
 from raysweep.plan import Job
 
 #: Seconds between looks at a stage's inbox while its tasks run.
@@ -17,10 +17,9 @@ POLL_S = 1.0
 
 
 def collect_tasks(
-    stage: str,
+    progress: Progress,
     refs: dict[Any, Job],
     on_result: Callable[[Job, Any], None],
-    write: Write,
     runs: LiveRuns | None = None,
     inbox: Inbox | None = None,
 ) -> list[tuple[Job, str]]:
@@ -32,7 +31,6 @@ def collect_tasks(
     """
     import ray
 
-    progress = Progress(stage, len(refs), write=write, every_s=0.0)
     failures: list[tuple[Job, str]] = []
     while refs:
         done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S if inbox else None)

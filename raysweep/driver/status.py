@@ -36,6 +36,16 @@ class SweepStatus:
     counts: dict[str, Counter] = field(default_factory=dict)
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # stage, job, reason
 
+    def totals(self) -> dict[str, int]:
+        """Jobs per state over every stage."""
+        return {s: sum(c.get(s, 0) for c in self.counts.values()) for s in STATES}
+
+    @property
+    def finished(self) -> bool:
+        """Nothing pending or running: what a watch waits for."""
+        totals = self.totals()
+        return totals["pending"] == 0 and totals["running"] == 0
+
     @property
     def ok(self) -> bool:
         """No job failed (pending or running jobs are not failures)."""
@@ -63,8 +73,8 @@ def job_runs_by_key(tracking_uri: str, sweep: str) -> dict[str, Run]:
 
 def sweep_status(sweep: SweepDir) -> SweepStatus:
     """Match every planned job with its run by key; a job without a run is pending."""
+    uri = sweep.tracking_uri()  # first: names a sweep that does not exist
     plan = make_plan(load_spec(sweep.spec_copy), max_jobs=None)  # accepted when launched
-    uri = sweep.tracking_uri()
     check_reachable(uri)
     runs = job_runs_by_key(uri, sweep.name) if store_exists(uri) else {}
     status = SweepStatus(name=sweep.name)

@@ -13,7 +13,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -203,8 +203,9 @@ class SweepTracker:
         """The sweep's job runs (of one stage, with one of ``statuses``, if given)."""
         return self.runs(job_filter(stage), statuses)
 
-    def open_parent(self, spec_path: Path) -> str:
-        """Reuse the sweep's parent run or create it, with spec, git SHA and versions."""
+    def open_parent(self, spec_path: Path, overrides: Sequence[str] = ()) -> str:
+        """Reuse the sweep's parent run or create it, with spec, git SHA, versions and this
+        launch's overrides (tag ``sweep.overrides``: they may differ between launches)."""
         existing = self.runs(f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
         if existing:
             self.parent_id = existing[0].info.run_id
@@ -220,6 +221,8 @@ class SweepTracker:
             LAUNCH_TAG: self.launch_id,
             **{VERSION_TAG_PREFIX + k: v for k, v in versions.items()},
         }
+        if overrides:
+            tags["sweep.overrides"] = " ".join(overrides)[:PARAM_VALUE_LIMIT]
         self.client.log_batch(self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_artifact(self.parent_id, str(spec_path), artifact_path="spec")
         return self.parent_id
