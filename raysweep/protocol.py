@@ -60,13 +60,38 @@ class WorkerContext:
         return Path(self.trials_root) / key
 
 
+class ThreadGrants:
+    """How many threads each running task of a stage may use: a Ray actor (no CPU) the driver
+    raises a task's grant in when other tasks on its node finished and left cores idle; each
+    task reads its grant once per epoch (:meth:`EventSender.granted_threads`)."""
+
+    def __init__(self) -> None:
+        self.grants: dict[str, int] = {}
+
+    def grant(self, key: str, threads: int) -> None:
+        self.grants[key] = threads
+
+    def threads(self, key: str, current: int) -> int:
+        return self.grants.get(key, current)
+
+
 class EventSender:
     """What a task calls to report while it runs, into the stage's inbox (a Ray queue the
-    driver drains); without an inbox (a plain call, a test) nothing is sent."""
+    driver drains); without an inbox (a plain call, a test) nothing is sent. With ``grants``
+    (a :class:`ThreadGrants` actor) the task can ask how many threads it may use now."""
 
-    def __init__(self, inbox: Any, key: str) -> None:
+    def __init__(self, inbox: Any, key: str, grants: Any = None) -> None:
         self.inbox = inbox
         self.key = key
+        self.grants = grants
+
+    def granted_threads(self, current: int) -> int:
+        """The threads the driver grants this task now (``current`` without grants)."""
+        if self.grants is None:
+            return current
+        import ray
+
+        return int(ray.get(self.grants.threads.remote(self.key, current)))
 
     def started(self) -> None:
         self.send(STARTED_EVENT, node_identity())

@@ -10,6 +10,7 @@ from typing import Any
 
 from raysweep.driver.cluster import largest_node_cpus, total_cpus
 from raysweep.driver.context import StageContext
+from raysweep.driver.cores import CoreSharing
 from raysweep.driver.entrypoints import pretrain_task
 from raysweep.driver.live import Inbox, LiveRuns
 from raysweep.driver.scheduling import collect_tasks
@@ -58,8 +59,11 @@ def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
     task = ray.remote(pretrain_task).options(num_cpus=cpus, max_retries=2)
     context = replace(ctx.worker, threads=cpus)
     inbox = Inbox()
+    cores = CoreSharing((job.key for job in to_run), cpus)
     runs = LiveRuns(ctx.tracker, {job.key: job for job in pending}, epoch_line(ctx))
-    refs = {task.remote(job.key, job.config, context, inbox.queue): job for job in to_run}
+    refs = {
+        task.remote(job.key, job.config, context, inbox.queue, cores.actor): job for job in to_run
+    }
     reused = sum(job.key in stored for job in to_run)
     reuse = f" ({reused} already in the store: recorded, not retrained)" if reused else ""
     ctx.write(
@@ -75,12 +79,16 @@ def run_pretrain_stage(ctx: StageContext, pending: list[Job]) -> set[str]:
 
     try:
         progress = ctx.progress("pretrain", len(refs), every_s=0.0)
-        for job, reason in collect_tasks(progress, refs, on_result, runs, inbox):
+        ended = collect_tasks(
+            progress, refs, on_result, runs, inbox, cores.finished, on_poll=cores.refresh
+        )
+        for job, reason in ended:
             if job.key in pending_keys:
                 ctx.tracker.end_job(runs.run_of(job.key), error=reason)
             ctx.outcome.failed["pretrain"].append(f"{job.name}: {reason}")
     finally:
         inbox.shutdown()
+        cores.shutdown()
     return ready
 
 

@@ -22,23 +22,31 @@ def collect_tasks(
     on_result: Callable[[Job, Any], None],
     runs: LiveRuns | None = None,
     inbox: Inbox | None = None,
+    on_end: Callable[[Job], None] | None = None,
+    on_poll: Callable[[], None] | None = None,
 ) -> list[tuple[Job, str]]:
     """Hand each task's result to ``on_result`` as it finishes; return the failed jobs.
 
     With an ``inbox``, the events its tasks send (started, epochs) go to ``runs`` as they
     arrive, always before the result of the task that sent them. A failed task is reported
-    (with its innermost cause), never raised: the sweep goes on.
+    (with its innermost cause), never raised: the sweep goes on. ``on_end`` hears of every
+    task that ended, succeeded or failed, before its result is handled; ``on_poll`` is called
+    once per wait (at least every ``POLL_S``).
     """
     import ray
 
     failures: list[tuple[Job, str]] = []
     while refs:
-        done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S if inbox else None)
+        done, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S if inbox or on_poll else None)
         if inbox is not None and runs is not None:
             for event in inbox.drain():
                 runs.on_event(event)
+        if on_poll is not None:
+            on_poll()
         for ref in done:
             job = refs.pop(ref)
+            if on_end is not None:
+                on_end(job)
             try:
                 result = ray.get(ref)
             except Exception as error:

@@ -33,14 +33,20 @@ from raysweep.worker.inputs import (
 
 
 def pretrain_task(
-    key: str, config: dict[str, Any], ctx: WorkerContext, inbox: Any = None
+    key: str, config: dict[str, Any], ctx: WorkerContext, inbox: Any = None, grants: Any = None
 ) -> dict[str, Any]:
     """Ray task body: train or import one source (:func:`pretrain_source`), plus the node it ran
     on. Its start and every training epoch's metrics go to ``inbox`` as they happen, so the
-    driver's run of the source is live."""
-    events = EventSender(inbox, key)
+    driver's run of the source is live; after each epoch it takes the threads ``grants`` (a
+    ThreadGrants actor) allows, so the last sources training use the cores others freed."""
+    events = EventSender(inbox, key, grants)
     events.started()
-    return {**pretrain_source(key, config, ctx, events.epoch), **node_identity()}
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        events.epoch(row)
+        torch.set_num_threads(events.granted_threads(torch.get_num_threads()))
+
+    return {**pretrain_source(key, config, ctx, on_epoch), **node_identity()}
 
 
 def pretrain_source(
