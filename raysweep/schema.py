@@ -65,6 +65,26 @@ METRIC_PREFIXES = ("train/", "test/", "adv/", "val/")
 #: A tuned hyperparameter's param and tag on search and grid runs: ``search.lr``.
 SEARCH_PREFIX = "search."
 
+#: A fine-tune run's convergence record, logged with its final epoch (the rule:
+#: raysweep.train.convergence): optimiser steps, relative change of the training loss over the
+#: last 10 % of the steps, that tail's share of the run's whole decrease at the base learning
+#: rate, and 1/0 by the rule; the tag repeats the verdict as "true"/"false" for the UI's filter.
+STEPS_METRIC = "train/steps"
+LOSS_CHANGE_METRIC = "train/loss_rel_change"
+TAIL_SHARE_METRIC = "train/loss_tail_share"
+CONVERGED_METRIC = "train/converged"
+CONVERGED_TAG = "converged"
+#: The linear_probe probe's name, and its test accuracy (%) set beside a fine-tune's test/acc.
+LINEAR_PROBE = "linear_probe"
+LINEAR_PROBE_ACC = "probe/linear_acc"
+
+#: Readers that keep a copy of a sweep's runs (the driver's job ledger, analysis' run cache)
+#: fetch the runs that ended after their newest one, less this margin (ms), a safety net only:
+#: what a killed driver left unrecorded is found by run id (the ledger's RUNNING entries;
+#: analysis asks for the ledger's FINISHED runs it lacks), whatever the clocks say. A wide
+#: margin would re-read every run of the sweep's last minute (1,200 at 20 jobs/s).
+END_TIME_MARGIN_MS = 1000
+
 #: The subset size label of the whole training set (``subset_size: all`` in specs).
 ALL_IMAGES = "all"
 
@@ -80,6 +100,11 @@ def experiment_name(sweep: str) -> str:
 def subset_label(size: int | None) -> str:
     """How a subset size is written in params, tags, file names and reports (None = all)."""
     return ALL_IMAGES if size is None else str(size)
+
+
+def converged_label(metric: float) -> str:
+    """The CONVERGED_TAG value of a run whose CONVERGED_METRIC is ``metric`` (1.0 or 0.0)."""
+    return "true" if metric >= 0.5 else "false"
 
 
 def search_param(name: str) -> str:
@@ -122,6 +147,20 @@ def flatten(prefix: str, values: Mapping[str, Any]) -> dict[str, str]:
         else:
             flat[f"{prefix}.{key}"] = str(value).lower() if isinstance(value, bool) else str(value)
     return flat
+
+
+def run_id_filters(run_ids: Iterable[str], per_query: int = 100) -> list[str]:
+    """``attributes.run_id IN (…)`` filters naming ``run_ids``, ``per_query`` ids each (the
+    only attribute MLflow's search compares with a list)."""
+    ids = list(run_ids)
+    return [
+        f"attributes.run_id IN ({', '.join(quote(i) for i in ids[start : start + per_query])})"
+        for start in range(0, len(ids), per_query)
+    ]
+
+
+class NothingToAnalyze(Exception):
+    """A sweep has no finished runs of the requested stage (a user error, not a bug)."""
 
 
 def quote(value: str) -> str:

@@ -53,8 +53,11 @@ def test_terzi_is_the_papers_whole_grid() -> None:
 def test_quickstart_grid_and_eval_epochs() -> None:
     plan = make_plan(load_spec(SPACES / "quickstart.yaml"))
     assert len(plan.jobs["finetune"]) == 3 * 3 * 3 * 2 * 3
-    job = plan.jobs["finetune"][0]
-    assert job.config["eval_epochs"] == [1, 6, 11, 16, 20]
+    by_blocks = {job.config["blocks"]: job.config for job in plan.jobs["finetune"]}
+    assert by_blocks[1]["eval_epochs"] == [1, 6, 11, 16, 20]
+    # Head-only cells follow the rule naming blocks 0: more epochs, its own learning rate.
+    assert by_blocks[0]["eval_epochs"] == [1, 51, 101, 151, 201, 251, 300]
+    assert (by_blocks[0]["optimizer"]["lr"], by_blocks[1]["optimizer"]["lr"]) == (0.2, 0.05)
     assert eval_epochs(100, 20) == [1, 21, 41, 61, 81, 100]  # Utrera A.4's example
 
 
@@ -70,7 +73,11 @@ def test_keys_are_stable_and_ignore_display_names() -> None:
     changed["finetune"]["optimizer"]["lr"] = 0.02
     c = make_plan(parse_spec(changed, "c.yaml"))
     assert c.jobs["pretrain"][0].key == a.jobs["pretrain"][0].key
-    assert not set(j.key for j in c.jobs["finetune"]) & set(j.key for j in a.jobs["finetune"])
+    # The head-only rule sets its own lr: those keys stay, every other fine-tune key changes.
+    for blocks, same in ((0, True), (1, False)):
+        old, new = ({j.key for j in p.jobs["finetune"] if j.config["blocks"] == blocks}
+                    for p in (a, c))  # fmt: skip
+        assert (old == new) is same and (bool(old & new) is same)
 
 
 def test_finetune_jobs_reference_their_source_key() -> None:

@@ -38,6 +38,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "tsne": {"images": 60, "perplexity": 10},
     "featvis": {"coordinates": 2, "steps": 5, "seeds": 3},
     "influence": {"train_images": 60, "test_images": 20, "k": 2, "epochs": 3},
+    "linear_probe": {"cs": [0.1, 10.0], "folds": 2, "max_iter": 200},
 }
 METRICS = {
     "distance": {
@@ -87,8 +88,17 @@ METRICS = {
         "probe/influence_head_train_acc",
         "probe/influence_head_test_acc",
     },
+    "linear_probe": {
+        "probe/linear_acc",
+        "probe/linear_train_acc",
+        "probe/linear_cv_acc",
+        "probe/linear_c",
+        "probe/linear_iterations",
+        "probe/linear_converged",
+        "probe/linear_images",
+    },
 }
-TARGET = {"distance": "digits", "influence": "digits"}
+TARGET = {"distance": "digits", "influence": "digits", "linear_probe": "digits"}
 
 
 @pytest.fixture(scope="module")
@@ -289,11 +299,13 @@ def test_same_seed_same_result_and_threads_restored(checkpoint: str, tmp_path: P
 def test_the_probe_table_is_the_only_one() -> None:
     """One row per probe: a one-line reference, a runner that resolves on the worker side, and
     the per-target flag on exactly the probes that need a target."""
-    assert probe_names() == sorted(PROBES) and len(PROBES) == 10
+    assert probe_names() == sorted(PROBES) and len(PROBES) == 11
     assert {name for name, probe in PROBES.items() if probe.per_target} == {
         "distance",
         "influence",
+        "linear_probe",
     }
+    assert {name for name, probe in PROBES.items() if probe.per_subset} == {"linear_probe"}
     for name, probe in PROBES.items():
         assert probe.follows and "\n" not in probe.follows and len(probe.follows) < 100
         function = runner(name)
@@ -418,3 +430,18 @@ def test_helpers() -> None:
     assert [s for s, _ in sample_curve(list(range(2001)))] == list(range(0, 2001, 20))
     assert training_label(SOURCE) == "0.5 (pgd, l2)"
     assert training_label({"training": {"kind": "natural", "attack": None}}) == "0 (natural)"
+
+
+def test_linear_probe_fits_the_subset_a_fine_tune_trial_draws(
+    checkpoint: str, tmp_path: Path
+) -> None:
+    """subset_size and seed select the trial's subset (sample_subset), not the probe's own draw."""
+    probe = {"name": "linear_probe", "params": SMALL["linear_probe"]}
+    runs = [
+        run_probe(probe, checkpoint, SOURCE, "digits", str(tmp_path / str(seed)), data_root=None,
+                  download=False, threads=1, seed=seed, subset_size=50)["metrics"]
+        for seed in (20000000, 20000000, 20100000)
+    ]  # fmt: skip
+    assert all(m["probe/linear_images"] == 50 for m in runs)
+    assert runs[0] == {**runs[1], "probe/seconds": runs[0]["probe/seconds"]}  # deterministic
+    assert 10.0 < runs[0]["probe/linear_acc"] <= 100.0

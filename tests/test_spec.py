@@ -23,7 +23,7 @@ def test_quickstart_values() -> None:
     linf = spec.sources[1].training
     assert linf.kind == "pgd" and linf.norm == "linf"
     assert linf.eps == pytest.approx(2 / 255)
-    assert linf.attack is not None and linf.attack.step_size == pytest.approx(2.5 * (2 / 255) / 2)
+    assert linf.attack is not None and linf.attack.step_size == pytest.approx(2.5 * (2 / 255) / 1)
     assert spec.subset_sizes == (100, 400, 1000)
     assert spec.seeds_for(100) == (SEED_BASE, SEED_BASE + 100_000, SEED_BASE + 200_000)
     assert spec.resources.cpu == 1.0

@@ -141,7 +141,7 @@ def test_extends_deep_merges_in_order_relative_to_the_file(tmp_path: Path) -> No
     spec = load_spec(child)
     assert spec.name == "child" and spec.pretrain.epochs == 30
     assert spec.pretrain.lr_milestones == (20,)
-    assert spec.pretrain.optimizer.lr == 0.1 and spec.pretrain.optimizer.batch_size == 64
+    assert spec.pretrain.optimizer.lr == 0.1 and spec.pretrain.optimizer.batch_size == 16
     assert spec.targets == ("digits",)  # a list replaces the parent's
     assert compose(child).parents == (
         str(child.parent / "../presets/base.yaml"),
@@ -192,12 +192,12 @@ def test_interpolation_and_environment(tmp_path: Path, monkeypatch: pytest.Monke
         + "description: ${oc.env:RAYSWEEP_TEST_UNSET,none} \\${literal} ${pretrain.epochs}\n",
     ).read_text()
     spec = spec.replace(
-        "lr_milestones: [8]", "lr_milestones: [8]\n  seed: ${finetune.rules.0.epochs}"
+        "lr_milestones: [12]", "lr_milestones: [12]\n  seed: ${finetune.rules.0.epochs}"
     )
     spec = spec.replace("  seed: 0\n", "")
     loaded = load_spec(write(tmp_path, "spec.yaml", spec))
     assert loaded.data_root == "/data/sets" and loaded.pretrain.seed == 20
-    assert compose(tmp_path / "spec.yaml").data["description"] == "none ${literal} 10"
+    assert compose(tmp_path / "spec.yaml").data["description"] == "none ${literal} 15"
 
 
 def test_interpolation_problems_are_all_listed(tmp_path: Path) -> None:

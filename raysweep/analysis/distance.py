@@ -29,6 +29,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
+from raysweep.analysis.convergence import MARK_NOTE, target_extras
 from raysweep.analysis.figures import (
     DELTA_LABEL,
     GAP_SIGN,
@@ -39,7 +40,7 @@ from raysweep.analysis.figures import (
     source_styles,
     zero_line,
 )
-from raysweep.analysis.labels import label_of, pair_column, source_labels
+from raysweep.analysis.labels import MARK, label_of, pair_column, source_labels
 from raysweep.analysis.results import sweep_runs
 from raysweep.analysis.stats import (
     OPTIONAL_PAIR_ON,
@@ -55,7 +56,7 @@ EMD_LABEL = "EMD source → target (feature-space distance)"
 STEM = "gap_vs_distance"
 DISTANCE_COLUMNS = ["source", "target", "emd", "similarity"]
 GAP_COLUMNS = ["robust", "natural", "blocks", "target", "gap", "ci95", "n", "n_sizes", "n_cells"]
-GAP_COLUMNS += ["emd", "emd_from"]
+GAP_COLUMNS += ["emd", "emd_from", "unconverged", "probe_gap"]
 # Fewer points than this: r and ρ without an interval (Fisher z needs n − 3 > 0 and at n = 3
 # gives [−1, +1]).
 MIN_CI_POINTS = 4
@@ -65,7 +66,8 @@ DISTANCE_CAPTION = (
     "Robust − natural gap per target against the natural source's EMD to the target. One "
     "point per target: its gap averaged per seed over the subset sizes, then mean ± 95% t "
     "half-width over the n seeds; the correlations count targets, not runs, and have no "
-    f"interval below {MIN_CI_POINTS} targets; {GAP_SIGN}."
+    f"interval below {MIN_CI_POINTS} targets; {GAP_SIGN}. {MARK_NOTE}; the linear probe gap, "
+    "pooled alike, is the convex reference on the same subsets."
 )
 # Side-by-side offset of the robust sources at one target, as a share of the EMD range: the
 # sources share the natural partner's EMD, and stacked error bars would hide one another.
@@ -160,12 +162,16 @@ def gap_vs_distance(finetune_df: pd.DataFrame, distances: pd.DataFrame) -> pd.Da
     rows = []
     for robust, natural in natural_partners(df):
         deltas = paired_delta(df, robust=robust, natural=natural, pair_on=pair_on)
+        extras = target_extras(df, robust, natural, pair_on).set_index(["blocks", "target"])
         for (blocks, target), group in deltas.groupby(["blocks", "target"], sort=True):
             emd, emd_from = _pair_emd(lookup, robust, natural, str(target))
-            rows.append((robust, natural, blocks, target, *_target_gap(group), emd, emd_from))
+            more = extras.loc[(blocks, target)]
+            rows.append((robust, natural, blocks, target, *_target_gap(group), emd, emd_from,
+                         int(more["unconverged"]), float(more["probe_gap"])))  # fmt: skip
     out = pd.DataFrame(rows, columns=GAP_COLUMNS)
     types = {"gap": "float64", "ci95": "float64", "n": "int64", "emd": "float64"}
-    types |= {"n_sizes": "int64", "n_cells": "int64"}
+    types |= {"n_sizes": "int64", "n_cells": "int64", "unconverged": "int64"}
+    types |= {"probe_gap": "float64"}
     return out.astype(types).reset_index(drop=True)
 
 
@@ -351,12 +357,14 @@ def _markdown(table: pd.DataFrame, corr: pd.DataFrame, labels: dict[str, str]) -
                 r.target,
                 "–" if math.isnan(r.emd) else f"{r.emd:.3g}",
                 str(r.emd_from or "–"),
-                format_cell(r.gap, r.ci95, r.n, signed=True),
+                format_cell(r.gap, r.ci95, r.n, signed=True) + (MARK if r.unconverged else ""),
+                "–" if math.isnan(r.probe_gap) else f"{r.probe_gap:+.2f}",
                 str(r.n_sizes),
             ]
             for r in part.sort_values(["robust", "emd"]).itertuples()
         ]
-        header = ["robust", "natural", "target", "EMD", "EMD of", "gap [pp] (n seeds)", "sizes"]
+        header = ["robust", "natural", "target", "EMD", "EMD of", "gap [pp] (n seeds)"]
+        header += ["linear probe gap [pp]", "sizes"]
         parts.append(f"## blocks = {b}\n\n{markdown_table(header, rows)}")
     rows = []
     for r in corr.to_dict("records"):

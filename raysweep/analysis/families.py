@@ -13,6 +13,7 @@ from pathlib import Path
 from raysweep.analysis.blocks import accuracy_vs_blocks
 from raysweep.analysis.cckl import cckl_vs_test_loss, kl_g1_relerr_vs_eps
 from raysweep.analysis.constraints import constraint_comparison
+from raysweep.analysis.convergence import MARK_NOTE, flag_gaps
 from raysweep.analysis.distance import DISTANCE_CAPTION, distance_table, write_gap_vs_distance
 from raysweep.analysis.epochs import accuracy_vs_epoch
 from raysweep.analysis.figures import (
@@ -82,9 +83,11 @@ def robust_natural_gap(data: SweepData, out_dir: Path) -> Section:
     text = (
         "Each robust source minus the natural source of the same architecture and source "
         "dataset, matched by target, subset size, seed and blocks; mean ± 95% t half-width "
-        f"(n matched seeds); {GAP_SIGN}. Files: {file_links(paths, out_dir)}."
+        f"(n matched seeds); {GAP_SIGN}. {MARK_NOTE}; a \"(linear probe)\" column gives the "
+        f"linear probe's gap on the same subsets. Files: {file_links(paths, out_dir)}."
     )
-    table = gap_markdown(gap_table(df), heading="###", labels=source_labels(df))
+    gap = flag_gaps(gap_table(df), df)
+    table = gap_markdown(gap, heading="###", labels=source_labels(df))
     return Section("Robust − natural gap [pp]", f"{text}\n\n{table}", paths)
 
 

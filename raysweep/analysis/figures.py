@@ -27,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from raysweep.analysis.convergence import MARK_NOTE, cell_flags, flag_gaps, hollow_unconverged
 from raysweep.analysis.labels import (
     is_natural,
     label_of,
@@ -280,7 +281,8 @@ def accuracy_vs_subset_figure(
     """Utrera Fig. 2(a): per target, mean ``value`` over seeds against n_train, per source.
 
     Band: mean ± t_{0.975, n-1} s / sqrt(n) over the seeds of each (source, target, subset
-    size); n per point is in the legend's title. ``sharey`` puts every target on one y-axis.
+    size); n per point is in the legend's title. A point with a non-converged run is hollow.
+    ``sharey`` puts every target on one y-axis.
     """
     part = df[df["blocks"] == blocks]
     if part.empty:
@@ -291,6 +293,8 @@ def accuracy_vs_subset_figure(
     stats = summarize(part, ["target", "source", "subset_size"], value)
     positions = _x_positions(part)
     stats = stats.merge(positions, on=["target", "subset_size"])
+    flags = cell_flags(part).drop(columns=["blocks", "runs"])
+    stats = stats.merge(flags, on=["source", "target", "subset_size"], how="left")
     targets = sorted(stats["target"].unique())
     title = f"Fine-tuning accuracy vs. training-set size (blocks={blocks}, mean ± 95% CI)"
     fig, axes = panel_grid(len(targets), title, sharey=sharey)
@@ -300,6 +304,8 @@ def accuracy_vs_subset_figure(
             line = here[here["source"] == source]
             x, mean = line["x"].to_numpy(float), line["mean"].to_numpy(float)
             draw_band(ax, x, mean, line["ci95"].to_numpy(float), style, label_of(labels, source))
+            flagged = line["unconverged"].fillna(0).to_numpy()
+            hollow_unconverged(ax, x, mean, flagged, style.color, style.marker)
         size_axis(ax, positions[positions["target"] == target])
         ax.set_ylabel(ACCURACY_LABEL)
         ax.set_title(str(target))
@@ -403,11 +409,14 @@ def gap_markdown(
 ) -> str:
     """The gap table as Markdown: per blocks value, rows (target, subset size), one column per
     robust − natural pair (named by ``labels``), ``delta ± ci95 (n)`` with its sign and no
-    bold (a difference has no "best")."""
+    bold (a difference has no "best"). A gap flagged by
+    :func:`~raysweep.analysis.convergence.flag_gaps` marks its cells with non-converged runs
+    (†) and, where the linear probe ran, has a ``… (linear probe)`` column beside each pair."""
     if gap.empty:
         return "No robust source has a natural partner with matched runs."
     pair, order = pair_column(gap, "robust", "natural", labels or {})
-    gap = gap.assign(pair=pair)
+    gap = gap.assign(pair=pair, flagged=gap.get("unconverged", 0) > 0)
+    gap, order = with_probe_columns(gap, order)
     index = ["target", "subset_size"]
     if "epochs" in gap and gap["epochs"].nunique() > 1:
         index.append("epochs")
@@ -415,9 +424,21 @@ def gap_markdown(
     for b, part in gap.groupby("blocks", sort=True):
         columns = [text for text in order if text in set(part["pair"])]
         table = pivot_markdown(part, index, "pair", mean="delta", signed=True,
-                               column_values=columns)  # fmt: skip
+                               column_values=columns, marked="flagged")  # fmt: skip
         sections.append(f"{heading} blocks = {b}\n\n{table}")
     return "\n\n".join(sections)
+
+
+def with_probe_columns(gap: pd.DataFrame, order: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """``gap`` plus, per pair with linear-probe gaps, rows of a ``<pair> (linear probe)``
+    column holding them, placed right after the pair's own column."""
+    if "probe_delta" not in gap or gap["probe_delta"].isna().all():
+        return gap, order
+    probe = gap.dropna(subset=["probe_delta"]).drop(columns=["delta", "ci95", "n"])
+    probe = probe.rename(columns={"probe_delta": "delta", "probe_ci95": "ci95", "probe_n": "n"})
+    probe = probe.assign(pair=probe["pair"] + " (linear probe)", flagged=False)
+    columns = [c for text in order for c in (text, f"{text} (linear probe)")]
+    return pd.concat([gap, probe], ignore_index=True), columns
 
 
 def accuracy_markdown(summary: pd.DataFrame, labels: Mapping[str, str], index: list[str]) -> str:
@@ -432,12 +453,13 @@ def write_gap_table(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     by name) and ``gap_table.md`` (see :func:`gap_markdown`). Returns both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    gap = gap_table(df)
+    gap = flag_gaps(gap_table(df), df)
     csv_path, md_path = out_dir / "gap_table.csv", out_dir / "gap_table.md"
     gap.to_csv(csv_path, index=False)
     intro = (
         "Robust − natural test accuracy [pp], matched by target, subset size, seed and blocks; "
-        f"mean ± 95% t half-width (n matched seeds); {GAP_SIGN}."
+        f"mean ± 95% t half-width (n matched seeds); {GAP_SIGN}. {MARK_NOTE}; the linear probe "
+        "column gives the gap of the convex reference on the same subsets."
     )
     body = gap_markdown(gap, labels=source_labels(df))
     md_path.write_text(f"# Gap table\n\n{intro}\n\n{body}\n", encoding="utf-8")

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 import pandas as pd
 
 MISSING = "–"
+#: After a table cell some of whose runs did not converge (raysweep.analysis.convergence).
+MARK = "†"
 NATURAL = "natural"
 NORM_SYMBOLS = {"l2": "ℓ₂", "linf": "ℓ∞", "l1": "ℓ₁"}
 # PGD is the adversarial training both papers mean by "robust": its label is the constraint.

@@ -14,7 +14,7 @@ from numbers import Real
 
 import pandas as pd
 
-from raysweep.analysis.labels import MISSING
+from raysweep.analysis.labels import MARK, MISSING
 from raysweep.analysis.stats import blocks_order, subset_order
 
 #: Grid columns whose values are text but sort by meaning ("all" last, 3 before 10 blocks).
@@ -71,6 +71,7 @@ def pivot_markdown(
     signed: bool = False,
     bold_best: bool = False,
     column_values: Sequence[object] | None = None,
+    marked: str | None = None,
 ) -> str:
     """Pivot a long summary to Markdown: one row per ``index`` tuple, one column per ``column``.
 
@@ -79,6 +80,8 @@ def pivot_markdown(
     bold when the row has at least two values. Cells absent from
     ``summary`` or with a NaN mean show :data:`MISSING`. ``column_values`` fixes the columns
     and their order (default: every value of ``column``, see :func:`column_order`).
+    ``marked``: a column whose truthy rows get :data:`MARK` after their cell (non-converged
+    runs, :mod:`raysweep.analysis.convergence`).
     """
     index = list(index)
     if signed and bold_best:
@@ -90,14 +93,20 @@ def pivot_markdown(
         (*(r[c] for c in index), r[column]): (r[mean], r[ci95], r[n])
         for r in summary.to_dict("records")
     }
+    flagged = {
+        (*(r[c] for c in index), r[column])
+        for r in summary.to_dict("records")
+        if marked is not None and r[marked]
+    }
     rows = []
     for keys in _row_order(summary, index).itertuples(index=False):
         cells = [lookup.get((*keys, col), (math.nan, math.nan, 0)) for col in columns]
         means = [c[0] for c in cells if not math.isnan(c[0])]
         best = max(means) if bold_best and len(means) >= 2 else None
         texts = []
-        for m, h, k in cells:
+        for col, (m, h, k) in zip(columns, cells, strict=True):
             text = format_cell(m, h, k, signed=signed)
-            texts.append(f"**{text}**" if best is not None and m == best else text)
+            text = f"**{text}**" if best is not None and m == best else text
+            texts.append(text + MARK if (*keys, col) in flagged else text)
         rows.append([*map(str, keys), *texts])
     return markdown_table([*index, *map(str, columns)], rows)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysweep.analysis.labels import label_of, source_labels
+from raysweep.analysis.convergence import MARK_NOTE, cell_flags
+from raysweep.analysis.labels import MARK, label_of, source_labels
 from raysweep.analysis.stats import (
     blocks_order,
     gap_table,
@@ -67,6 +68,7 @@ def transfer_table(df: pd.DataFrame, value: str = "test_acc") -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True)
     out["n"] = out["n"].fillna(0).astype("int64")
     out = out[[*COLUMNS[:4], *budget, *COLUMNS[4:]]]
+    out = _with_unconverged(out, df)
     order = pd.DataFrame(
         {
             "s": out["subset_size"].map(subset_order),
@@ -95,6 +97,20 @@ def _pair_rows(
     return pd.concat(parts, ignore_index=True).assign(robust=robust, natural=natural)
 
 
+def _with_unconverged(out: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """``unconverged``: runs of the cell that did not converge — the robust source's for Rob,
+    the natural one's for St, both for Δ (:func:`~raysweep.analysis.convergence.cell_flags`)."""
+    flags = cell_flags(df).drop(columns="runs")
+    cell = ["target", "subset_size", "blocks"]
+    counts = []
+    for role in ("robust", "natural"):
+        side = flags.rename(columns={"source": role, "unconverged": role + "_u"})
+        counts.append(out[[role, *cell]].merge(side, on=[role, *cell], how="left")[role + "_u"])
+    rob, nat = (c.fillna(0).astype("int64").to_numpy() for c in counts)
+    by_row = {"Rob": rob, "St": nat, "Δ": rob + nat}
+    return out.assign(unconverged=[by_row[r][i] for i, r in enumerate(out["row"])])
+
+
 def mode_label(blocks: str) -> str:
     """``3`` stays ``3``; Terzi's modes read ``head_bn (mode 0)``, as in their tables."""
     if blocks in FINETUNE_MODES:
@@ -102,14 +118,14 @@ def mode_label(blocks: str) -> str:
     return blocks
 
 
-Cell = tuple[float, float, int]
+Cell = tuple[float, float, int, int]
 
 
 def _mode_lines(
     cells: dict[tuple[str, str], Cell], blocks: str, targets: list[str]
 ) -> list[list[str]]:
     """The Rob, St and Δ lines of one mode; ``cells`` maps (row, target) to (mean, ci95, n)."""
-    empty = (math.nan, math.nan, 0)
+    empty = (math.nan, math.nan, 0, 0)
     best = {}
     for target in targets:
         # Bold needs both sources: a lone Rob or St value has won nothing.
@@ -119,9 +135,10 @@ def _mode_lines(
     for row in ROWS:
         texts = []
         for target in targets:
-            mean, half, n = cells.get((row, target), empty)
+            mean, half, n, unconverged = cells.get((row, target), empty)
             text = format_cell(mean, half, n, signed=row == "Δ")
-            texts.append(f"**{text}**" if row != "Δ" and mean == best[target] else text)
+            text = f"**{text}**" if row != "Δ" and mean == best[target] else text
+            texts.append(text + MARK if unconverged else text)
         lines.append([mode_label(blocks) if row == "Rob" else "", row, *texts])
     return lines
 
@@ -133,7 +150,8 @@ def table_markdown(table: pd.DataFrame) -> str:
     lines = []
     for blocks, mode in sorted(table.groupby("blocks"), key=lambda g: blocks_order(g[0])):
         cells = {
-            (r["row"], r["target"]): (r["mean"], r["ci95"], r["n"]) for r in mode.to_dict("records")
+            (r["row"], r["target"]): (r["mean"], r["ci95"], r["n"], r.get("unconverged", 0))
+            for r in mode.to_dict("records")
         }
         lines += _mode_lines(cells, str(blocks), targets)
     return markdown_table(["mode", "", *targets], lines)
@@ -182,7 +200,7 @@ def transfer_tables(data: SweepData, out_dir: Path) -> Section:
         "Test accuracy [%]: mean ± 95% t half-width (n runs); Rob = robust source, St = "
         "standard (natural) source, Δ = Rob − St matched by target, subset size, seed and "
         "blocks [pp] (positive = the robust source is more accurate); the more accurate of Rob "
-        "and St per mode and target in bold."
+        f"and St per mode and target in bold; {MARK_NOTE}."
     )
     labels = source_labels(df)
     md_path.write_text(

@@ -53,7 +53,8 @@ def record_probe(
     for path in result.get("artifacts", []):
         tracker.client.log_artifact(run_id, path, artifact_path=folder)
     tracker.end_job(run_id)
-    if source_run is not None:
+    # A per-subset probe (linear_probe) has one run per grid cell: too many to copy onto the source.
+    if source_run is not None and "subset_size" not in job.config:
         target = job.config.get("target")
         suffix = f"/{target}" if target else ""
         metrics = {f"{name}{suffix}": v for name, v in result.get("metrics", {}).items()}

@@ -18,6 +18,7 @@ from raysweep.plan.recipe import (
 )
 from raysweep.plan.search import group_for, search_groups, search_jobs
 from raysweep.plan.size import MAX_JOBS, check_plan_size
+from raysweep.probes import ProbeSpec
 from raysweep.schema import subset_label
 from raysweep.spec import SourceSpec, SweepSpec
 
@@ -39,7 +40,8 @@ def pretrain_jobs(spec: SweepSpec) -> dict[str, Job]:
 
 
 def probe_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
-    """One job per (probe, source), or per (probe, source, target) for distance/influence."""
+    """One job per (probe, source), per (probe, source, target) for distance/influence, or per
+    (probe, source, target, subset size, seed) for linear_probe (:func:`subset_cells`)."""
     jobs: list[Job] = []
     for probe in spec.probes:
         for source in spec.sources:
@@ -47,24 +49,59 @@ def probe_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
                 spec.targets_for(source) if probe.per_target else (None,)
             )
             for target in targets:
-                config: dict[str, Any] = {
-                    "source_key": sources[source.name].key,
-                    "probe": {"name": probe.name, "params": probe.params},
-                }
-                axes = {**source_axes(source), "probe": probe.name}
-                if target is not None:
-                    config["target"] = axes["target"] = target
-                where = f"{source.name}→{target}" if target else source.name
-                jobs.append(
-                    Job(
-                        stage="probe",
-                        key=job_key("probe", config),
-                        name=f"{probe.name} {where}",
-                        config=config,
-                        axes=axes,
+                for cell in subset_cells(spec, probe, source) if target else [{}]:
+                    config: dict[str, Any] = {
+                        "source_key": sources[source.name].key,
+                        "probe": {"name": probe.name, "params": probe.params},
+                    }
+                    axes = {**source_axes(source), "probe": probe.name}
+                    if target is not None:
+                        config["target"] = axes["target"] = target
+                    # Entered only for per-subset probes: the keys of the others stay.
+                    config.update(cell)
+                    axes.update(cell_axes(cell))
+                    jobs.append(
+                        Job(
+                            stage="probe",
+                            key=job_key("probe", config),
+                            name=probe_job_name(probe.name, source.name, target, cell),
+                            config=config,
+                            axes=axes,
+                        )
                     )
-                )
     return jobs
+
+
+def subset_cells(spec: SweepSpec, probe: ProbeSpec, source: SourceSpec) -> list[dict[str, Any]]:
+    """``[{}]`` for a probe that is not per subset; else one entry per subset size and seed of
+    the fine-tuning grid, ``{"subset_size", "seed", "normalization"}``: the subset the
+    fine-tune trials of that cell draw (``sample_subset(labels, size, seed)``), seen through
+    the source's fine-tuning input normalisation."""
+    if not probe.per_subset:
+        return [{}]
+    if spec.finetune is None:
+        return []
+    normalization = spec.finetune_for(source).normalization
+    return [
+        {"subset_size": size, "seed": seed, "normalization": normalization}
+        for size in spec.subset_sizes
+        for seed in spec.seeds_for(size)
+    ]
+
+
+def cell_axes(cell: dict[str, Any]) -> dict[str, str]:
+    """The subset axes of a per-subset probe job, written as the fine-tune jobs write them."""
+    if not cell:
+        return {}
+    return {"subset_size": subset_label(cell["subset_size"]), "seed": str(cell["seed"])}
+
+
+def probe_job_name(probe: str, source: str, target: str | None, cell: dict[str, Any]) -> str:
+    """``distance natural→digits``; per subset ``linear_probe natural→digits n100 s20000000``."""
+    where = f"{source}→{target}" if target else source
+    if cell:
+        where += f" n{subset_label(cell['subset_size'])} s{cell['seed']}"
+    return f"{probe} {where}"
 
 
 def finetune_jobs(spec: SweepSpec, sources: dict[str, Job]) -> list[Job]:
@@ -98,7 +135,7 @@ def finetune_job(spec: SweepSpec, groups: Any, cell: Cell, seed: int, index: int
     """The job of one cell and seed; its name carries the seed's index (``s2``), its params the
     seed itself."""
     ft = spec.finetune_for(cell.source)
-    rule = ft.rule_for(cell.size)
+    rule = ft.rule_for(cell.size, cell.blocks)
     config = finetune_config(
         ft, cell.source_key, cell.target, cell.size, seed, cell.blocks, rule.eval_every
     )

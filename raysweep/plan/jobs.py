@@ -58,6 +58,10 @@ class Plan:
     def keys(self) -> set[str]:
         return {job.key for job in self}
 
+    def architectures(self) -> dict[str, str]:
+        """Source key → architecture of every source of the plan."""
+        return {job.key: job.config["architecture"] for job in self.jobs.get("pretrain", ())}
+
 
 def cell_name(source: str, target: str, size: int | None, blocks: int | str) -> str:
     """A grid cell's short run name: ``l2_0.25→digits n400 b1`` (full values are params)."""

@@ -73,7 +73,10 @@ def finetune_config(
     eval_every: int,
 ) -> dict[str, Any]:
     """What a fine-tune job computes: source, target subset, seed, blocks and the recipe."""
-    rule = ft.rule_for(size)
+    rule = ft.rule_for(size, blocks)
+    optimizer = asdict(ft.optimizer)
+    if rule.lr is not None:  # a rule's own rate (head-only cells); absent otherwise: stable keys
+        optimizer["lr"] = rule.lr
     return {
         "source_key": source_key,
         "target": target,
@@ -84,7 +87,7 @@ def finetune_config(
         "eval_epochs": eval_epochs(rule.epochs, eval_every),
         "lr_milestones": list(rule.lr_milestones),
         "lr_decay": ft.lr_decay,
-        "optimizer": asdict(ft.optimizer),
+        "optimizer": optimizer,
         "augment": ft.augment_for(target),
         "update_frozen_bn_stats": ft.update_frozen_bn_stats,
         "head_init": ft.head_init,

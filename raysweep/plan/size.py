@@ -38,11 +38,16 @@ def source_target_pairs(spec: SweepSpec) -> int:
 
 
 def probe_count(spec: SweepSpec) -> int:
-    """One job per (probe, source), or per (probe, source, target) for per-target probes."""
-    per_target = sum(1 for probe in spec.probes if probe.per_target)
-    return (len(spec.probes) - per_target) * len(spec.sources) + per_target * (
-        source_target_pairs(spec)
-    )
+    """One job per (probe, source), per (probe, source, target) for per-target probes, and per
+    (probe, source, target, subset size, seed) for per-subset ones (none without a grid)."""
+    per_target = sum(1 for probe in spec.probes if probe.per_target and not probe.per_subset)
+    per_subset = sum(1 for probe in spec.probes if probe.per_subset)
+    cells = 0
+    if per_subset and spec.finetune is not None:
+        cells = sum(spec.seed_count(size) for size in spec.subset_sizes)
+    pairs = source_target_pairs(spec)
+    once = len(spec.probes) - per_target - per_subset
+    return once * len(spec.sources) + per_target * pairs + per_subset * pairs * cells
 
 
 def search_group_sizes(spec: SweepSpec, target: str) -> tuple[tuple[int | None, ...], int]:
@@ -101,13 +106,12 @@ def count_evaluations(spec: SweepSpec) -> int:
     total = 0
     for source in spec.sources:
         ft = spec.finetune_for(source)
-        per_seed_setting = sum(
-            evaluation_count(ft.rule_for(size).epochs, ft.rule_for(size).eval_every)
-            * spec.seed_count(size)
-            for size in spec.subset_sizes
-        )
         for target in spec.targets_for(source):
-            total += per_seed_setting * len(spec.blocks_for(target))
+            total += sum(
+                evaluation_count(rule.epochs, rule.eval_every) * spec.seed_count(size)
+                for size in spec.subset_sizes
+                for rule in (ft.rule_for(size, b) for b in spec.blocks_for(target))
+            )
             if spec.search is not None:  # a group's trials evaluate every epoch
                 sizes, blocks = search_group_sizes(spec, target)
                 total += sum(ft.rule_for(size).epochs for size in sizes) * blocks

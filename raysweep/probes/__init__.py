@@ -4,7 +4,8 @@
   defaults, per-target flag, runner path) and the validation specs use; torch-free
 - :mod:`~raysweep.probes.run`: ``run_probe``, what a probe task calls on the worker
 - :mod:`~raysweep.probes.context`: what runners share (model, data subsets, artifact writers)
-- :mod:`~raysweep.probes.information`, :mod:`~raysweep.probes.images`: the runners
+- :mod:`~raysweep.probes.information`, :mod:`~raysweep.probes.images`,
+  :mod:`~raysweep.probes.linear` (``linear_probe``, per grid subset): the runners
 
 Importing the package does not import torch (``run_probe`` loads on first access).
 """

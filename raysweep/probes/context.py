@@ -63,6 +63,10 @@ class ProbeContext:
     seed: int
     data_root: str | None
     download: bool
+    #: Per-subset probes (linear_probe): the grid cell's subset size (None: all images) and the
+    #: fine-tuning recipe's input normalisation ("source" or "target" statistics).
+    subset_size: int | None = None
+    normalization: str = "source"
 
     def indices(self, dataset: str, split: str, size: int) -> np.ndarray:
         """Indices of :meth:`subset` into the full split (see :func:`draw_images`)."""

@@ -47,6 +47,8 @@ def run_probe(
     download: bool,
     threads: int,
     seed: int = 0,
+    subset_size: int | None = None,
+    normalization: str = "source",
 ) -> dict[str, Any]:
     """Run one probe of ``source`` (and ``target`` for per-target probes).
 
@@ -54,8 +56,11 @@ def run_probe(
     raysweep checkpoint of the source; ``source`` = {"name", "architecture", "dataset",
     "training": {"kind", "attack": {"norm", "eps", ...} | None}}. Data come from the source's
     TEST split (``influence``: the target's train and test splits), as seeded subsets.
-    Torch and BLAS/OpenMP pools are limited to ``threads`` for the call (more threads than
-    cores slow eigh/t-SNE down 10-70x) and torch's count is restored afterwards.
+    A per-subset probe (``linear_probe``) works on the target's training subset of
+    ``subset_size`` images (None: all) drawn with ``seed`` as the fine-tune trials draw it,
+    under the fine-tuning ``normalization``. Torch and BLAS/OpenMP pools are limited to
+    ``threads`` for the call (more threads than cores slow eigh/t-SNE down 10-70x) and torch's
+    count is restored afterwards.
 
     Returns {"metrics": {name: float}, "series": {name: [[step, value], ...]},
     "artifacts": [absolute paths of files written under out_dir]}; metrics include
@@ -80,6 +85,8 @@ def run_probe(
                 seed=seed,
                 data_root=data_root,
                 download=download,
+                subset_size=subset_size,
+                normalization=normalization,
             )
             output = runner(spec.name)(ctx)
     finally:

@@ -60,6 +60,9 @@ class Probe:
     runner: str
     #: Runs once per (source, target) pair instead of once per source.
     per_target: bool = False
+    #: Runs once per (source, target, subset size, seed) of the fine-tuning grid, on the very
+    #: training subset the fine-tune trials of that cell draw (implies ``per_target``).
+    per_subset: bool = False
 
 
 # Weight-Fisher optimisation (raysweep.measures.fisher.Plateau): Adam at lr on the
@@ -76,6 +79,9 @@ FISHER_LR = 0.1
 # a check at 50 and at 100 steps, from the Laplace start (within ≈0.3 nats of the optimum).
 EFFECTIVE_FISHER_MAX_STEPS = 100
 EFFECTIVE_FISHER_MIN_STEPS = 100
+# The linear probe's grid of inverse L2 penalties C on standardised features: 10^-4 … 10^4 in
+# half-decade steps (17 values), chosen by cross-validation on the training subset.
+LINEAR_PROBE_CS: list[float] = [10 ** (k / 2) for k in range(-8, 9)]
 
 # Defaults keep every probe under ~60 s on one CPU core for small_cnn on the built-in datasets
 # (measured; see tests/test_probes.py for the sizes).
@@ -185,6 +191,18 @@ PROBES: dict[str, Probe] = {
             f"{_IMAGES}:run_influence",
             per_target=True,
         ),
+        Probe(
+            "linear_probe",
+            "logistic regression on frozen penultimate features, C by k-fold CV (Kornblith 2019)",
+            {
+                "cs": ("positives", LINEAR_PROBE_CS),
+                "folds": ("count", 5),
+                "max_iter": ("count", 1000),
+            },
+            "raysweep.probes.linear:run_linear_probe",
+            per_target=True,
+            per_subset=True,
+        ),
     )
 }
 
@@ -193,12 +211,14 @@ PROBES: dict[str, Probe] = {
 class ProbeSpec:
     """One probe of a spec: validated ``params`` with defaults filled in (JSON-able).
 
-    ``per_target``: the probe runs once per (source, target) pair instead of once per source.
+    ``per_target``: the probe runs once per (source, target) pair instead of once per source;
+    ``per_subset``: once per (source, target, subset size, seed) of the fine-tuning grid.
     """
 
     name: str
     params: dict[str, Any]
     per_target: bool
+    per_subset: bool = False
 
 
 def probe_names() -> list[str]:
@@ -247,6 +267,8 @@ def _cross_check(name: str, params: dict[str, Any]) -> None:
             f"probe 'influence': parameter 'k' must be at most train_images "
             f"({params['train_images']}), got {params['k']}"
         )
+    if name == "linear_probe" and params["folds"] < 2:
+        raise ValueError("probe 'linear_probe': parameter 'folds' must be at least 2, got 1")
     if name == "cckl" and params["images"] < 2:
         raise ValueError("probe 'cckl': parameter 'images' must be at least 2 (pairs), got 1")
 
@@ -278,4 +300,5 @@ def validate_probe(name: str, params: Mapping[str, Any]) -> ProbeSpec:
             )
         filled[key] = value
     _cross_check(name, filled)
-    return ProbeSpec(name=name, params=filled, per_target=PROBES[name].per_target)
+    row = PROBES[name]
+    return ProbeSpec(name, filled, per_target=row.per_target, per_subset=row.per_subset)

@@ -30,7 +30,7 @@ from raysweep.probes.table import FISHER_STARTS, PERTURBATIONS
 from raysweep.schema import ALL_IMAGES
 from raysweep.spec import keys
 from raysweep.spec.keys import Keys
-from raysweep.spec.model import MAX_EPOCHS, MAX_SEEDS, NORMALIZATIONS
+from raysweep.spec.model import GPU_AUTO, MAX_EPOCHS, MAX_SEEDS, NORMALIZATIONS
 from raysweep.spec.search import DISTRIBUTIONS, GROUP_AXES, METRICS, PARAM_PATHS, SCHEDULERS
 from raysweep.spec.sections import ATTACK_LOSSES
 from raysweep.sweepdir import NAME_PATTERN
@@ -278,13 +278,15 @@ class Builder:
             "eval_every": integer(1),
             "lr_milestones": MILESTONES,
             "seeds": SEED_COUNT,
+            "blocks": {"type": "array", "minItems": 1, "items": BLOCK},
+            "lr": number(exclusiveMinimum=0),
         }
         return self.mapping(keys.RULE, properties, form)
 
     def build_resources(self, form: str) -> dict[str, Any]:
         properties = {
             "cpu": number(exclusiveMinimum=0),
-            "gpu": number(minimum=0),
+            "gpu": {"anyOf": [*number(minimum=0)["anyOf"], {"const": GPU_AUTO}]},
             "bf16": BOOLEAN,
             "channels_last": BOOLEAN,
         }

@@ -78,7 +78,7 @@ FINETUNE = Keys(
         "eval_attack",
     ),
 )
-RULE = Keys(("epochs",), ("up_to", "eval_every", "lr_milestones", "seeds"))
+RULE = Keys(("epochs",), ("up_to", "eval_every", "lr_milestones", "seeds", "blocks", "lr"))
 RESOURCES = Keys((), ("cpu", "gpu", "bf16", "channels_last"))
 #: A probe: its name, then the parameters of raysweep.probes.PROBES[name].
 PROBE_NAME = "name"

@@ -76,6 +76,8 @@ def read_top(r: Reader, raw: Any) -> SweepSpec:
             grid["targets"] or s.targets for s in sources
         ):
             r.note("probes", "distance and influence probes need targets; add a targets list")
+        if any(p.per_subset for p in probes) and not grid["subset_sizes"]:
+            r.note("probes", "linear_probe runs per subset of the grid: add finetune and sizes")
     others = r.fields(
         resources=lambda: sections.read_resources(r, top.get("resources", {})),
         data_root=lambda: r.text(top["data_root"], "data_root") if "data_root" in top else None,

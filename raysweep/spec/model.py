@@ -118,13 +118,18 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class RuleSpec:
-    """Fine-tuning settings for subset sizes up to ``up_to`` images (None: every size, ``all``)."""
+    """Fine-tuning settings for subset sizes up to ``up_to`` images (None: every size, ``all``),
+    for the block settings in ``blocks`` only when given (e.g. more epochs for head-only
+    trials, whose steps on cached features are cheap); ``lr``, when given, replaces the
+    optimiser's learning rate for the cells of this rule."""
 
     up_to: int | None
     epochs: int
     eval_every: int
     lr_milestones: tuple[int, ...]
     seeds: int | None
+    blocks: tuple[int | str, ...] | None = None
+    lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,22 +151,39 @@ class FinetuneSpec:
         """The augmentation recipe of ``target``."""
         return dict(self.augment_targets).get(target, self.augment)
 
-    def rule_for(self, size: int | None) -> RuleSpec:
-        """The first rule whose ``up_to`` covers ``size`` (None = the whole training set)."""
-        for rule in self.rules:
+    def rule_for(self, size: int | None, blocks: int | str | None = None) -> RuleSpec:
+        """The rule of a cell: the first rule naming ``blocks`` whose ``up_to`` covers ``size``
+        (None = the whole training set), else the first rule without ``blocks`` that covers it
+        (``blocks=None``: only the latter, which alone set seed counts)."""
+        named = [r for r in self.rules if r.blocks is not None and blocks in r.blocks]
+        for rule in [*named, *(r for r in self.rules if r.blocks is None)]:
             if rule.up_to is None or (size is not None and size <= rule.up_to):
                 return rule
         raise AssertionError("validated specs always end with a rule that covers 'all'")
 
 
+#: ``resources.gpu: auto``: as many fine-tune trials per GPU as their measured memory allows.
+GPU_AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class ResourcesSpec:
     cpu: float
-    gpu: float
+    #: GPUs per trial (a fraction shares one), or :data:`GPU_AUTO` (raysweep.driver.gpu_packing).
+    gpu: float | str
     #: Speed switches for GPU trials (how a job runs, not what it computes: not in job keys).
     #: bf16: fine-tune under ``torch.autocast(dtype=bfloat16)``; channels_last: NHWC weights.
     bf16: bool = False
     channels_last: bool = False
+
+    @property
+    def gpu_auto(self) -> bool:
+        return self.gpu == GPU_AUTO
+
+    @property
+    def uses_gpu(self) -> bool:
+        """Trials may run on a GPU: a share was given, or ``auto``."""
+        return self.gpu_auto or float(self.gpu) > 0
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from raysweep.schema import ALL_IMAGES
 from raysweep.spec import keys
 from raysweep.spec.compose import merged
 from raysweep.spec.model import (
+    GPU_AUTO,
     MAX_EPOCHS,
     MAX_SEEDS,
     NORMALIZATIONS,
@@ -405,16 +406,30 @@ def read_rule(r: Reader, item: Any, where: str) -> RuleSpec:
             r, d.get("lr_milestones", []), f"{where}.lr_milestones", epochs
         ),
         seeds=lambda: read_seed_count(r, d["seeds"], f"{where}.seeds") if "seeds" in d else None,
+        blocks=lambda: read_blocks(r, d["blocks"], f"{where}.blocks") if "blocks" in d else None,
+        lr=lambda: read_rule_lr(r, d, where),
     )
     if epochs is None:
         raise r.incomplete()
+    if parts["blocks"] is not None and parts["seeds"] is not None:
+        raise r.fail(f"{where}.seeds", "seed counts are per subset size: not in a blocks rule")
     return RuleSpec(epochs=epochs, **parts)
+
+
+def read_rule_lr(r: Reader, d: Any, where: str) -> float | None:
+    """A rule's own learning rate (replacing ``optimizer.lr`` for its cells), if it has one."""
+    if "lr" not in d:
+        return None
+    return r.number(d["lr"], f"{where}.lr", minimum=0.0, strict_minimum=True)
 
 
 def read_rules(r: Reader, raw: Any, at: str = "finetune.rules") -> tuple[RuleSpec, ...]:
     items = r.sequence(raw, at)
     rules = each(r, [lambda i=i, v=v: read_rule(r, v, f"{at}[{i}]") for i, v in enumerate(items)])
-    bounds = [rule.up_to for rule in rules]
+    # Rules for given blocks are checked first, in order; the others must cover every size.
+    bounds = [rule.up_to for rule in rules if rule.blocks is None]
+    if not bounds:
+        raise r.fail(at, "give a rule without blocks, up_to: all, for every other block setting")
     if bounds[-1] is not None:
         raise r.fail(at, "the last rule must cover every size: give it up_to: all")
     finite = [b for b in bounds[:-1] if b is not None]
@@ -471,7 +486,12 @@ def read_resources(r: Reader, raw: Any) -> ResourcesSpec:
     return ResourcesSpec(**parts)
 
 
-def read_gpu(r: Reader, raw: Any) -> float:
+def read_gpu(r: Reader, raw: Any) -> float | str:
+    """GPUs per fine-tune trial: a number (a fraction <= 1 shares one GPU), or ``auto``."""
+    if raw == GPU_AUTO:
+        return GPU_AUTO
+    if isinstance(raw, str) and raw.strip().lower() == GPU_AUTO:
+        raise r.fail("resources.gpu", f"write {GPU_AUTO!r} in lower case, got {raw!r}")
     gpu = r.number(raw, "resources.gpu", minimum=0.0)
     if gpu > 1 and gpu != int(gpu):
         raise r.fail("resources.gpu", f"fractions are for sharing one GPU (<= 1), got {gpu:g}")

@@ -29,5 +29,9 @@ def probe_task(
         data_root=ctx.data_root,
         download=ctx.download,
         threads=ctx.threads,
+        # Per-subset probes only (linear_probe); the other probes' configs have none of these.
+        seed=job.get("seed", 0),
+        subset_size=job.get("subset_size"),
+        normalization=job.get("normalization", "source"),
     )
     return {**result, **node_identity()}
