@@ -17,7 +17,11 @@ and a fine-tune job with n training images, E epochs, V evaluations on m test im
     head-only, store feature cache:   E·n·t_step + V·m·t_step/3
                                       + once per (source, target): (N + m)·t_fwd
 
-plus :data:`TRIAL_OVERHEAD_S` of orchestration (bench/ measures it). A source trained here
+plus :data:`TRIAL_OVERHEAD_S` of orchestration (bench/ measures it). The terms in m are the
+evaluation's share (the test split through the prefix once, then V times through the rest):
+for small subsets it dominates (100 images × 100 epochs = 10k image-steps against six
+evaluations of a 10,000-image split, 60k forward passes), so ``--estimate`` prints it per
+device. A source trained here
 costs ``epochs·N·(1 + attack steps)·t_full`` with t_full the full-network training step (an
 attack step is one forward-backward through the whole network, like a training step).
 
@@ -68,6 +72,8 @@ class Estimate:
     device: str
     seconds: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    #: The part of ``seconds["finetune"]`` spent evaluating on the test split.
+    eval_seconds: float = 0.0
 
     @property
     def hours(self) -> float:
@@ -79,8 +85,9 @@ def device_names() -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
-def _per_image(fn: Any, batch: int, repeats: int, device: str) -> float:
-    """Fastest of ``repeats`` timed calls after two warm-ups, per image.
+def _per_image(fn: Any, batch: int, repeats: int, device: str, bf16: bool = False) -> float:
+    """Fastest of ``repeats`` timed calls after two warm-ups, per image (under bf16 autocast
+    when asked, as trials run with ``resources.bf16``).
 
     The minimum, not the mean: other processes on the machine only ever add time.
     """
@@ -89,7 +96,8 @@ def _per_image(fn: Any, batch: int, repeats: int, device: str) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
-        fn()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            fn()
         if device == "cuda":
             torch.cuda.synchronize()
         if i >= 2:
@@ -98,17 +106,25 @@ def _per_image(fn: Any, batch: int, repeats: int, device: str) -> float:
 
 
 def measure(
-    architecture: str, blocks: int | str, device: str = "cpu", batch: int = 32, repeats: int = 5
+    architecture: str,
+    blocks: int | str,
+    device: str = "cpu",
+    batch: int = 32,
+    repeats: int = 5,
+    speed: tuple[bool, bool] = (False, False),
 ) -> Timing:
-    """Time t_fwd, t_pre and t_step (module docstring) on random inputs of the arch's size."""
+    """Time t_fwd, t_pre and t_step (module docstring) on random inputs of the arch's size;
+    ``speed`` = (bf16, channels_last) as the trials will run (``resources``)."""
     from raysweep.models import build_model
     from raysweep.models.freeze import configure_trainable, frozen_prefix_length
 
-    model = build_model(architecture, 10, [0.5], [0.25]).to(device)
+    bf16, channels_last = speed
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    model = build_model(architecture, 10, [0.5], [0.25]).to(device=device, memory_format=fmt)
     params = configure_trainable(model, blocks)
     k = frozen_prefix_length(model)
     size = model.input_size
-    x = torch.rand(batch, model.input_channels, size, size, device=device)
+    x = torch.rand(batch, model.input_channels, size, size, device=device).to(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
     opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
 
@@ -130,15 +146,15 @@ def measure(
         opt.step()
 
     return Timing(
-        fwd=_per_image(forward, batch, repeats, device),
-        pre=_per_image(prefix, batch, repeats, device) if k > 0 else 0.0,
-        step=_per_image(step, batch, repeats, device),
+        fwd=_per_image(forward, batch, repeats, device, bf16),
+        pre=_per_image(prefix, batch, repeats, device, bf16) if k > 0 else 0.0,
+        step=_per_image(step, batch, repeats, device, bf16),
     )
 
 
 def architectures(plan: Plan) -> dict[str, str]:
     """Source key → architecture."""
-    return {job.key: job.config["architecture"] for job in plan.jobs.get("pretrain", ())}
+    return plan.architectures()
 
 
 def shapes(plan: Plan) -> set[tuple[str, int | str]]:
@@ -152,9 +168,12 @@ def shapes(plan: Plan) -> set[tuple[str, int | str]]:
 def calibrate(
     plan: Plan, device: str = "cpu", batch: int = CALIBRATION_BATCH, repeats: int = 5
 ) -> dict[tuple[str, int | str], Timing]:
-    """One short measurement per distinct (architecture, blocks) of the plan."""
+    """One short measurement per distinct (architecture, blocks) of the plan, with the plan's
+    bf16 / channels_last on a GPU (trials use them on GPUs only)."""
+    res = plan.spec.resources
+    speed = (res.bf16, res.channels_last) if device == "cuda" else (False, False)
     return {
-        shape: measure(shape[0], shape[1], device, batch, repeats)
+        shape: measure(shape[0], shape[1], device, batch, repeats, speed)
         for shape in sorted(shapes(plan), key=str)
     }
 
@@ -175,18 +194,25 @@ def split_sizes(target: str) -> tuple[int, int]:
     return info.train_size, max(1, round(info.train_size * ASSUMED_TEST_FRACTION))
 
 
-def finetune_seconds(job: Job, t: Timing, sizes: tuple[int, int]) -> tuple[float, bool]:
-    """Predicted compute seconds of one fine-tune job, and whether it uses the feature cache."""
+def finetune_parts(job: Job, t: Timing, sizes: tuple[int, int]) -> tuple[float, float, bool]:
+    """(training seconds, evaluation seconds, uses the feature cache) of one fine-tune job,
+    orchestration excluded (module docstring)."""
     c = job.config
     full, m = sizes
     n = full if c["subset_size"] is None else min(c["subset_size"], full)
     epochs, evals = c["epochs"], len(c["eval_epochs"])
     if c["blocks"] == 0 and not c["update_frozen_bn_stats"]:
-        return epochs * n * t.step + evals * m * t.step / 3 + TRIAL_OVERHEAD_S, True
-    tail = evals * m * max(t.fwd - t.pre, 0.0) + TRIAL_OVERHEAD_S
+        return epochs * n * t.step, evals * m * t.step / 3, True
+    evaluation = m * t.pre + evals * m * max(t.fwd - t.pre, 0.0)
     if c["augment"] == "none" and not c["update_frozen_bn_stats"]:
-        return (n + m) * t.pre + epochs * n * t.step + tail, False
-    return m * t.pre + epochs * n * (t.pre + t.step) + tail, False
+        return n * t.pre + epochs * n * t.step, evaluation, False
+    return epochs * n * (t.pre + t.step), evaluation, False
+
+
+def finetune_seconds(job: Job, t: Timing, sizes: tuple[int, int]) -> tuple[float, bool]:
+    """Predicted compute seconds of one fine-tune job, and whether it uses the feature cache."""
+    train, evaluation, cached = finetune_parts(job, t, sizes)
+    return train + evaluation + TRIAL_OVERHEAD_S, cached
 
 
 def pretrain_seconds(job: Job, t: Timing) -> float:
@@ -212,8 +238,9 @@ def estimate(
         c = job.config
         a = arch[c["source_key"]]
         sizes = split_sizes(c["target"])
-        seconds, cached = finetune_seconds(job, timings[(a, c["blocks"])], sizes)
-        result.seconds["finetune"] += seconds
+        train, evaluation, cached = finetune_parts(job, timings[(a, c["blocks"])], sizes)
+        result.seconds["finetune"] += train + evaluation + TRIAL_OVERHEAD_S
+        result.eval_seconds += evaluation
         cell = (c["source_key"], c["target"], c["normalization"])
         if cached and cell not in featured:
             featured.add(cell)
@@ -290,6 +317,8 @@ def describe(estimates: Iterable[Estimate], workers: int | None = None) -> str:
         total = sum(e.seconds.values())
         parts = ", ".join(f"{stage} {duration(s)}" for stage, s in e.seconds.items())
         line = f"  {e.device:<20} {duration(total):>10}  ({parts})"
+        if e.seconds.get("finetune"):
+            line += f"; evaluation {100 * e.eval_seconds / e.seconds['finetune']:.0f} % of finetune"
         if workers and workers > 1:
             line += f"; ≈ {duration(total / workers)} wall on {workers} parallel slots"
         lines.append(line + (f"  [{e.note}]" if e.note else ""))

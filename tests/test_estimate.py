@@ -68,11 +68,26 @@ def test_plan_estimate_counts_features_once_per_source_and_target(tmp_path: Path
     assert est.split_sizes("textures") == textures
 
 
+def test_evaluation_share_of_each_job_and_of_the_plan(tmp_path: Path) -> None:
+    _, plan = plan_of(tmp_path)
+    train, evaluation, cached = est.finetune_parts(fine(plan, blocks=1, subset_size=100), T, DIGITS)
+    # The test split through the prefix once, then three times through the rest.
+    assert not cached and evaluation == pytest.approx(450 * 0.003 + 3 * 450 * 0.001)
+    assert train == pytest.approx(100 * 0.003 + 4 * 100 * 0.002)
+    result = est.estimate(plan, FAKE)
+    parts = [est.finetune_parts(j, T, DIGITS)[1] for j in plan.jobs["finetune"]]
+    assert result.eval_seconds == pytest.approx(sum(parts))
+    share = 100 * result.eval_seconds / result.seconds["finetune"]
+    assert f"evaluation {share:.0f} % of finetune" in est.describe([result])
+
+
 def test_measured_timings_are_positive_and_small() -> None:
     # Orderings (pre < fwd) hold on an idle machine but not under the test suite's load.
     for blocks in (0, 1):
         t = est.measure("small_cnn", blocks, batch=8, repeats=1)
         assert all(0 < v < 1.0 for v in (t.fwd, t.pre, t.step)), t
+    nhwc = est.measure("small_cnn", 1, batch=8, repeats=1, speed=(False, True))
+    assert all(0 < v < 1.0 for v in (nhwc.fwd, nhwc.pre, nhwc.step)), nhwc
 
 
 def test_recorded_runs_rescale_the_calibration(tmp_path: Path) -> None:
@@ -103,4 +118,5 @@ def test_cli_plan_estimate_prints_hours_per_device(
     assert "8 Ray Tune trials" in out
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("cpu ("))
     assert "pretrain 10.0 s" in line and "finetune" in line and "features" in line
+    assert "% of finetune" in line  # the evaluation's share
     assert not SweepDir(tmp_path / "runs", "estimated").exists()  # planning writes nothing

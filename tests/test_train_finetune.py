@@ -23,6 +23,9 @@ from raysweep.train import (
 )
 from raysweep.train import finetuning as finetune_module
 
+CONVERGENCE = ("train/steps", "train/loss_rel_change", "train/loss_tail_share",
+               "train/converged")  # fmt: skip
+
 
 def prepare(xb: Tensor) -> Tensor:
     return xb.float() / 255
@@ -79,7 +82,9 @@ def test_same_seed_same_metrics_and_evaluation_epochs(source: TransferNet) -> No
     assert first != other
     assert [e for e, _ in seen] == [1, 3, 4]
     assert seen[-1][1] == first
-    assert set(first) == {"train/loss", "train/acc", "train/lr", "test/acc"}
+    assert set(seen[0][1]) == {"train/loss", "train/acc", "train/lr", "test/acc"}
+    assert set(first) == set(seen[0][1]) | set(CONVERGENCE)  # the last epoch adds its record
+    assert first["train/steps"] == 4 * 3  # 4 epochs of ⌈96 / 32⌉ batches
     assert seen[0][1]["train/lr"] == 0.05 and first["train/lr"] == pytest.approx(0.005)
     assert first["test/acc"] > 60.0  # 4 separable classes, chance is 25 %
     assert 0.0 <= first["train/acc"] <= 100.0
@@ -101,7 +106,8 @@ def test_resume_equals_uninterrupted(
     seen: list[int] = []
     resumed = run(resumed_model, blocks=blocks, augment=augment, state=state,
                   on_eval=lambda e, m: seen.append(e))  # fmt: skip
-    assert resumed == whole
+    assert resumed == whole  # the convergence record too: the history is in the state
+    assert set(CONVERGENCE) <= set(whole) and len(state.history) == 2
     assert seen == [3, 4]
     for (name, a), b in zip(
         whole_model.state_dict().items(), resumed_model.state_dict().values(), strict=True
@@ -162,7 +168,8 @@ def test_adversarial_test_accuracy_is_logged_at_evaluation_epochs(source: Transf
                    on_eval=lambda e, m: seen.append((e, m)))  # fmt: skip
     clean = run(copy.deepcopy(source))
     assert [e for e, _ in seen] == [1, 3, 4]
-    assert all(set(m) == {*clean, "adv/acc"} for _, m in seen)
+    assert set(seen[-1][1]) == {*clean, "adv/acc"}
+    assert all(set(m) == {*clean, "adv/acc"} - set(CONVERGENCE) for _, m in seen[:-1])
     assert all(m["adv/acc"] <= m["test/acc"] for _, m in seen)
     assert attacked["adv/acc"] < attacked["test/acc"]  # measured 84.4 % vs 96.9 %
     # The attack draws from its own generator: training is exactly the clean run's.
@@ -185,3 +192,20 @@ def test_a_cw_evaluation_attack_is_its_own_metric(source: TransferNet) -> None:
     assert both["adv/acc_cw"] < both["test/acc"]
     with pytest.raises(ValueError, match="unknown attack objective 'banana'"):
         PGDConfig("linf", 0.03, 3, 0.01, objective="banana")
+
+
+def test_convergence_rule_flags_an_under_trained_head_and_passes_a_trained_one(
+    source: TransferNet,
+) -> None:
+    """Head-only on 4 separable colours: 3 epochs at a tiny rate leave the loss falling (not
+    converged); 60 epochs at a sound rate, decayed 100x as the presets do, plateau."""
+    short = run(copy.deepcopy(source), blocks=0, augment=None, eval_epochs=[],
+                optim=OptimConfig(lr=0.002, batch_size=32),
+                schedule=ScheduleConfig(epochs=3, milestones=(1, 2)))  # fmt: skip
+    long = run(copy.deepcopy(source), blocks=0, augment=None, eval_epochs=[],
+               optim=OptimConfig(lr=0.1, batch_size=32, weight_decay=5e-3),
+               schedule=ScheduleConfig(epochs=60, milestones=(30, 45)))  # fmt: skip
+    assert short["train/converged"] == 0.0 and long["train/converged"] == 1.0
+    assert short["train/loss_tail_share"] > 0.01  # still falling at the base rate
+    assert abs(long["train/loss_tail_share"]) <= 0.01
+    assert long["train/steps"] == 60 * 3 and short["train/steps"] == 3 * 3

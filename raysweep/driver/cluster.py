@@ -128,7 +128,9 @@ def check_resources(spec: SweepSpec) -> None:
     task or a trial of the spec: Ray would wait for it forever."""
     requests = {"a source or probe task": {"CPU": 1.0, "GPU": 0.0}}
     if spec.finetune is not None:
-        requests["a fine-tune trial"] = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+        # gpu: auto needs no GPU: without one its trials run on CPUs (driver.gpu_packing).
+        gpu = 0.0 if spec.resources.gpu_auto else float(spec.resources.gpu)
+        requests["a fine-tune trial"] = {"CPU": spec.resources.cpu, "GPU": gpu}
     nodes = node_capacities() + (autoscaler_node_types() or [])
     for what, wanted in requests.items():
         if any(all(node[k] >= v for k, v in wanted.items()) for node in nodes):

@@ -98,7 +98,7 @@ def worker_context(spec: SweepSpec, sweep: SweepDir) -> WorkerContext:
         download=spec.download,
         threads=max(1, math.floor(spec.resources.cpu)),
         trials_root=str(sweep.trials_dir),
-        gpu=spec.resources.gpu > 0,
+        gpu=spec.resources.uses_gpu,
         bf16=spec.resources.bf16,
         channels_last=spec.resources.channels_last,
     )

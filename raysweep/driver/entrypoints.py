@@ -40,3 +40,8 @@ def finetune_trainable(config: dict[str, Any]) -> None:
 def search_trainable(config: dict[str, Any]) -> None:
     """Tune trainable: :func:`raysweep.worker.search.search_trainable`."""
     call("raysweep.worker.search:search_trainable", config)
+
+
+def gpu_memory_task(jobs: list[dict[str, Any]], context: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray task: peak GPU memory per job (:func:`raysweep.worker.gpu_memory.measure_trials`)."""
+    return call("raysweep.worker.gpu_memory:measure_trials", jobs, context)

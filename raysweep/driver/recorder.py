@@ -17,8 +17,8 @@ from raysweep.driver.progress import Progress
 from raysweep.driver.scheduling import one_line
 from raysweep.driver.tracker import TRACKING_ERRORS, SweepTracker
 from raysweep.plan import Job
-from raysweep.protocol import DONE_KEY, ERROR_KEY, HOST_KEY, JOB_KEY, NODE_KEY, START_KEY
-from raysweep.schema import METRIC_PREFIXES
+from raysweep.protocol import DONE_KEY, ERROR_KEY, HOST_KEY, JOB_KEY, NODE_KEY, OOM_KEY, START_KEY
+from raysweep.schema import CONVERGED_METRIC, CONVERGED_TAG, METRIC_PREFIXES, converged_label
 from raysweep.store import Store
 
 
@@ -55,12 +55,22 @@ class JobRecorder(tune.Callback):
     """
 
     def __init__(
-        self, tracker: SweepTracker, jobs: dict[str, Job], store: Store, progress: Progress
+        self,
+        tracker: SweepTracker,
+        jobs: dict[str, Job],
+        store: Store,
+        progress: Progress,
+        retry_oom: bool = False,
     ) -> None:
         self.tracker = tracker
         self.jobs = jobs
         self.store = store
         self.progress = progress
+        #: A job that ran out of GPU memory (OOM_KEY) goes to ``out_of_memory`` with its run
+        #: left open, for the stage to run again at fewer trials per GPU (:meth:`carry`),
+        #: instead of failing; False: it fails like any reported error.
+        self.retry_oom = retry_oom
+        self.out_of_memory: set[str] = set()
         self.run_ids: dict[str, str] = {}
         self.errors: dict[str, str] = {}
         self.failures: dict[str, str] = {}
@@ -84,7 +94,18 @@ class JobRecorder(tune.Callback):
         return self.run_ids[key]
 
     def open_jobs(self, trial: Any) -> list[str]:
-        return [k for k in self.keys_of(trial) if k not in self.finished and k not in self.failures]
+        ended = (self.finished, self.failures, self.out_of_memory)
+        return [k for k in self.keys_of(trial) if not any(k in group for group in ended)]
+
+    def carry(self, earlier: JobRecorder, keys: set[str]) -> None:
+        """Continue the open runs of ``keys`` that ``earlier`` left for a retry: same run, no
+        epoch logged twice (the retry resumes from the trial's saved state and re-reports)."""
+        for key in keys:
+            self.run_ids[key] = earlier.run_ids[key]
+            if key in earlier.last_epoch:
+                self.last_epoch[key] = earlier.last_epoch[key]
+            if key in earlier.nodes:
+                self.nodes[key] = earlier.nodes[key]
 
     def guarded(self, keys: list[str], write: Callable[[], None]) -> None:
         """Run MLflow writes for ``keys``; if MLflow refuses, those jobs fail in this launch."""
@@ -125,6 +146,9 @@ class JobRecorder(tune.Callback):
         """Log one result of a job: its error, or its metrics at step = epoch (once per epoch)."""
         run_id = self.run_of(key)
         self.tag_node(run_id, key, result)
+        if result.get(OOM_KEY) and self.retry_oom:
+            self.out_of_memory.add(key)
+            return
         if ERROR_KEY in result:
             self.errors[key] = str(result[ERROR_KEY])
             return
@@ -133,6 +157,9 @@ class JobRecorder(tune.Callback):
             return
         self.last_epoch[key] = epoch
         self.tracker.log_metrics(run_id, metrics, step=epoch)
+        if CONVERGED_METRIC in metrics:  # the final epoch's convergence record
+            verdict = converged_label(metrics[CONVERGED_METRIC])
+            self.tracker.client.set_tag(run_id, CONVERGED_TAG, verdict)
 
     def tag_node(self, run_id: str, key: str, result: dict[str, Any]) -> None:
         node = result.get(NODE_KEY)
@@ -150,8 +177,9 @@ class JobRecorder(tune.Callback):
             self.guarded([key], lambda key=key, reason=reason: self.fail(key, reason))
 
     def close(self, key: str) -> None:
-        """End a job's run: FINISHED, or FAILED with the error it reported."""
-        if key in self.finished or key in self.failures:
+        """End a job's run: FINISHED, or FAILED with the error it reported (a job to retry
+        out of memory stays open)."""
+        if key in self.finished or key in self.failures or key in self.out_of_memory:
             return
         run_id = self.run_of(key)
         job = self.jobs[key].config

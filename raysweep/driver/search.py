@@ -12,8 +12,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from raysweep.driver.cluster import node_capacities
 from raysweep.driver.context import StageContext
 from raysweep.driver.entrypoints import search_trainable
+from raysweep.driver.gpu_packing import unpacked_share
 from raysweep.driver.progress import Write
 from raysweep.driver.scheduling import quiet_result_loading
 from raysweep.driver.studies import (
@@ -105,7 +107,8 @@ def fit_group(ctx: StageContext, group: SearchGroup, url: str, logger: StudyLogg
         return
     write(f"[search] {group.name}: {remaining} of {search['trials']} trials to run")
     searcher, scheduler = make_searcher(group, url, done)
-    trainable = tune.with_resources(search_trainable, {"cpu": resources.cpu, "gpu": resources.gpu})
+    gpu = unpacked_share(resources, sum(node["GPU"] for node in node_capacities()))
+    trainable = tune.with_resources(search_trainable, {"cpu": resources.cpu, "gpu": gpu})
     job = {**{k: v for k, v in group.config.items() if k != "search"}, "group": group.key}
     tuner = tune.Tuner(
         trainable,

@@ -28,9 +28,10 @@ from raysweep.models.net import TransferNet
 from raysweep.train import common
 from raysweep.train.attacks import PGDConfig, eval_mode
 from raysweep.train.common import Augment, EpochCallback, OptimConfig, Prepare, ScheduleConfig
+from raysweep.train.convergence import EpochRecord, convergence_metrics
 
 CACHE_BYTES = 1 << 30  # per data set; above it the frozen prefix is recomputed every batch
-EVAL_BATCH = 512
+EVAL_BATCH = common.EVAL_BATCH
 _STOCHASTIC = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout)
 
 
@@ -39,7 +40,9 @@ class FinetuneState:
     """Everything needed to continue a fine-tuning run after ``epoch`` completed epochs.
 
     The learning rate is a function of the epoch (:meth:`ScheduleConfig.lr_at`), so no
-    scheduler state is needed. ``metrics`` are the last evaluated ones.
+    scheduler state is needed. ``metrics`` are the last evaluated ones; ``history`` holds one
+    (mean training loss, training accuracy, lr, steps) per completed epoch, from which the
+    final epoch's convergence record is computed (:mod:`raysweep.train.convergence`).
     """
 
     epoch: int
@@ -47,6 +50,7 @@ class FinetuneState:
     optimizer: dict[str, Any]
     generator: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    history: list[EpochRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Builtins and tensors only, so ``torch.load(weights_only=True)`` can read it back."""
@@ -56,11 +60,15 @@ class FinetuneState:
             "optimizer": self.optimizer,
             "generator": self.generator,
             "metrics": dict(self.metrics),
+            "history": [list(record) for record in self.history],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FinetuneState:
-        return cls(d["epoch"], d["model"], d["optimizer"], d["generator"], dict(d["metrics"]))
+        history = [(float(a), float(b), float(c), int(n)) for a, b, c, n in d.get("history", [])]
+        return cls(
+            d["epoch"], d["model"], d["optimizer"], d["generator"], dict(d["metrics"]), history
+        )
 
 
 def _snapshot(
@@ -69,11 +77,13 @@ def _snapshot(
     opt: torch.optim.Optimizer,
     gen: torch.Generator,
     metrics: dict[str, float],
+    history: list[EpochRecord],
 ) -> FinetuneState:
     # Clones, because training goes on mutating the live tensors after the hook returns.
     model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = copy.deepcopy(opt.state_dict())
     return FinetuneState(
-        epoch, model_state, copy.deepcopy(opt.state_dict()), gen.get_state(), dict(metrics)
+        epoch, model_state, optimizer, gen.get_state(), dict(metrics), list(history)
     )
 
 
@@ -88,7 +98,11 @@ def _restore(
 
 
 class _StageInputs:
-    """Inputs of stage ``k`` (the first trainable one) for one data set, cached if allowed."""
+    """Inputs of stage ``k`` (the first trainable one) for one data set, cached if allowed.
+
+    The uint8 images go to the model's device once (:func:`common.stage_split`); batches are
+    prepared and augmented there, augmentation drawing from :func:`common.device_generator`.
+    """
 
     def __init__(
         self,
@@ -99,27 +113,33 @@ class _StageInputs:
         cache: bool,
         given: Tensor | None = None,
     ) -> None:
-        self.model, self.x, self.k, self.prepare = model, x, k, prepare
+        self.model, self.k, self.prepare = model, k, prepare
         self.device = common.model_device(model)
         self.cached: Tensor | None = None
         if given is not None:  # computed elsewhere (the store's feature cache)
             if len(given) != len(x):
                 raise ValueError(f"{len(given)} cached inputs for {len(x)} images")
-            self.cached = given.to(self.device)
-        elif cache and len(x) > 0:
-            probe = self._compute(x[:1])
+            self.x, self.cached = x, common.to_device(given, self.device)
+            return
+        self.x = common.stage_split(x, self.device)
+        if cache and len(x) > 0:
+            probe = self._compute(slice(0, 1))
             if probe.element_size() * probe.numel() * len(x) <= CACHE_BYTES:
+                starts = range(0, len(x), EVAL_BATCH)
                 with eval_mode(model):
                     self.cached = torch.cat(
-                        [self._compute(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+                        [self._compute(slice(i, i + EVAL_BATCH)) for i in starts]
                     )
 
     def _compute(
-        self, xb: Tensor, augment: Augment | None = None, gen: torch.Generator | None = None
+        self,
+        rows: Tensor | slice,
+        augment: Augment | None = None,
+        gen: torch.Generator | None = None,
     ) -> Tensor:
-        h = self.prepare(xb).to(self.device)
+        h = common.model_batch(self.x, rows, self.device, self.prepare)
         if augment is not None and gen is not None:
-            h = augment(h, gen)
+            h = augment(h, common.device_generator(gen, self.device))
         with torch.no_grad():
             return self.model.run_stages(h, 0, self.k)
 
@@ -128,7 +148,7 @@ class _StageInputs:
     ) -> Tensor:
         if self.cached is not None:
             return self.cached[idx.to(self.cached.device)]
-        return self._compute(self.x[idx], augment, gen)
+        return self._compute(idx, augment, gen)
 
 
 def _prefix_is_deterministic(model: TransferNet, k: int) -> bool:
@@ -142,19 +162,21 @@ def _prefix_is_deterministic(model: TransferNet, k: int) -> bool:
 
 
 def _test_accuracy(model: TransferNet, inputs: _StageInputs, y: Tensor) -> float:
-    correct = 0
+    """Clean accuracy (%) in no-grad batches of ``EVAL_BATCH``, under the caller's autocast;
+    correct counts stay on the device: one synchronisation per evaluation."""
+    y = common.to_device(y, inputs.device)
+    correct = torch.zeros((), dtype=torch.long, device=inputs.device)
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(y), EVAL_BATCH):
-            idx = torch.arange(start, min(start + EVAL_BATCH, len(y)))
+            idx = torch.arange(start, min(start + EVAL_BATCH, len(y)), device=inputs.device)
             logits = model.run_stages(inputs.get(idx), inputs.k)
-            correct += int((logits.argmax(1).cpu() == y[idx]).sum())
-    return 100.0 * correct / len(y)
+            correct += (logits.argmax(1) == y[idx]).sum()
+    return 100.0 * int(correct) / len(y)
 
 
 def _test_metrics(
     model: TransferNet,
     inputs: _StageInputs,
-    x: Tensor,
     y: Tensor,
     attacks: Sequence[PGDConfig],
     seed: int,
@@ -162,8 +184,10 @@ def _test_metrics(
     """``test/acc`` from the (cached) prefix outputs; attacked accuracies through the whole
     network."""
     metrics = {"test/acc": _test_accuracy(model, inputs, y)}
-    prepare = inputs.prepare
-    metrics.update(common.attacked_accuracies(model, x, y, attacks, prepare=prepare, seed=seed))
+    # inputs.x: the images staged on the device once, not a fresh copy per evaluation.
+    metrics.update(
+        common.attacked_accuracies(model, inputs.x, y, attacks, prepare=inputs.prepare, seed=seed)
+    )
     return metrics
 
 
@@ -227,6 +251,9 @@ def finetune(
     At each epoch in ``eval_epochs`` (the final epoch is always added) ``on_eval(epoch, m)``
     gets ``m = {"train/loss", "train/acc", "train/lr", "test/acc"}``: the running mean loss
     and accuracy (%) of that epoch's training batches and the test accuracy (%) in eval mode.
+    The final epoch's ``m`` also holds the run's convergence record (``train/steps``,
+    ``train/loss_rel_change``, ``train/loss_tail_share``, ``train/converged``; the rule
+    is :mod:`raysweep.train.convergence`'s), from the per-epoch history kept in the state.
     Per attack of ``eval_attacks``, ``m[attack.metric]`` (``adv/acc``, ``adv/acc_cw``) is the
     test accuracy (%) under it, run through the whole network (the attack needs input
     gradients, so the cached frozen prefix cannot be used). Deterministic given ``seed``:
@@ -246,8 +273,10 @@ def finetune(
     opt = common.make_sgd(configure_trainable(model, blocks), optim)
     gen = torch.Generator().manual_seed(seed)
     first_epoch, metrics = 1, {}
+    history: list[EpochRecord] = []  # one record per completed epoch, kept in the state
     if state is not None:
         first_epoch, metrics = _restore(state, model, opt, gen)
+        history = list(state.history)
     k = frozen_prefix_length(model)
     set_finetune_mode(model, blocks, update_frozen_bn_stats)
     fixed = _prefix_is_deterministic(model, k)
@@ -265,11 +294,15 @@ def finetune(
         running = _train_epoch(
             model, train_in, train_y, opt, optim.batch_size, augment, gen, epoch, lr, smoothing
         )
+        steps = -(-len(train_y) // optim.batch_size)  # the batches of shuffled_batches
+        history.append((running["train/loss"], running["train/acc"], lr, steps))
         if epoch in evals:
             metrics = {**running, "train/lr": lr}
-            metrics.update(_test_metrics(model, test_in, test_x, test_y, eval_attacks, seed))
+            if epoch == schedule.epochs:
+                metrics.update(convergence_metrics(history, optim.lr))
+            metrics.update(_test_metrics(model, test_in, test_y, eval_attacks, seed))
             if on_eval is not None:
                 on_eval(epoch, dict(metrics))
         if on_epoch_end is not None:
-            on_epoch_end(_snapshot(epoch, model, opt, gen, metrics))
+            on_epoch_end(_snapshot(epoch, model, opt, gen, metrics, history))
     return metrics

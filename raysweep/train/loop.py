@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from raysweep.train.attacks import PGDConfig, eval_mode
 from raysweep.train.common import (
+    EVAL_BATCH,
     Augment,
     EpochCallback,
     OptimConfig,
@@ -22,12 +23,16 @@ from raysweep.train.common import (
     RunningMetrics,
     ScheduleConfig,
     attacked_accuracies,
+    device_generator,
     evaluate,
     make_sgd,
+    model_batch,
     model_device,
     set_lr,
     sgd_step,
     shuffled_batches,
+    stage_split,
+    to_device,
 )
 from raysweep.train.finetuning import FinetuneState, finetune
 from raysweep.train.kinds import TrainingKind, training_loss
@@ -58,7 +63,7 @@ def weight_norm(model: nn.Module) -> float:
 
 
 def mean_loss(
-    model: nn.Module, x: Tensor, y: Tensor, *, prepare: Prepare, batch_size: int = 512
+    model: nn.Module, x: Tensor, y: Tensor, *, prepare: Prepare, batch_size: int = EVAL_BATCH
 ) -> float:
     """Mean cross-entropy ``(1/N) sum_i -log p(y_i | x_i)`` of ``model`` on clean ``(x, y)``.
 
@@ -68,13 +73,14 @@ def mean_loss(
     if len(y) == 0:
         raise ValueError("cannot evaluate on an empty set")
     device = model_device(model)
-    total = 0.0
+    y = to_device(y, device)
+    total = torch.zeros((), dtype=torch.float64, device=device)  # one sync, at the end
     with eval_mode(model), torch.inference_mode():
         for start in range(0, len(y), batch_size):
-            xb = prepare(x[start : start + batch_size]).to(device)
-            yb = y[start : start + batch_size].to(device)
-            total += float(F.cross_entropy(model(xb), yb, reduction="sum"))
-    return total / len(y)
+            rows = slice(start, start + batch_size)
+            xb = model_batch(x, rows, device, prepare)
+            total += F.cross_entropy(model(xb), y[rows], reduction="sum").double()
+    return float(total) / len(y)
 
 
 def _pretrain_epoch(
@@ -95,11 +101,12 @@ def _pretrain_epoch(
     running = RunningMetrics()
     model.train()
     for idx in shuffled_batches(len(y), batch_size, gen):
-        xb = prepare(x[idx]).to(device)
-        yb = y[idx].to(device)
+        xb = model_batch(x, idx, device, prepare)
+        yb = to_device(y[idx], device)
+        draws = device_generator(gen, device)
         if augment is not None:
-            xb = augment(xb, gen)
-        loss, logits = training_loss(kind, model, xb, yb, generator=gen)
+            xb = augment(xb, draws)
+        loss, logits = training_loss(kind, model, xb, yb, generator=draws)
         running.add(sgd_step(opt, loss, epoch, lr), logits, yb)
     return running.result()
 
@@ -130,6 +137,7 @@ def pretrain(
     gen = torch.Generator().manual_seed(seed)
     opt = make_sgd(model.parameters(), optim)
     metrics: dict[str, float] = {}
+    train_x, test_x = (stage_split(x, model_device(model)) for x in (train_x, test_x))
     for epoch in range(1, schedule.epochs + 1):
         lr = schedule.lr_at(optim.lr, epoch)
         set_lr(opt, lr)

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from raysweep.models.net import TransferNet
 from raysweep.store import Store, exclusive, sha256_file, write_json_atomic
 from raysweep.train.attacks import eval_mode
+from raysweep.train.common import model_batch
 
 #: Bump when the meaning of stored features changes (a new prepare, a new pooling, ...).
 FEATURES_VERSION = 1
@@ -101,7 +102,7 @@ def compute_features(
     parts: list[Tensor] = []
     with eval_mode(model), torch.no_grad():
         for start in range(0, len(images), BATCH):
-            h = prepare(images[start : start + BATCH]).to(device)
+            h = model_batch(images, slice(start, start + BATCH), device, prepare)
             parts.append(model.run_stages(h, 0, len(model.stages()) - 1).float().cpu())
     if not parts:
         return torch.empty(0, model.head.in_features)

@@ -12,6 +12,7 @@ import contextlib
 import copy
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from raysweep.protocol import (
     DONE_KEY,
     ERROR_KEY,
     JOB_KEY,
+    OOM_KEY,
     START_KEY,
     WorkerContext,
     is_done,
@@ -42,6 +44,7 @@ from raysweep.train.common import ScheduleConfig
 from raysweep.train.finetuning import finetune
 from raysweep.worker import features
 from raysweep.worker.inputs import (
+    OOM_KEYS_ENV,
     cached_source,
     eval_attacks,
     injected_faults,
@@ -68,7 +71,8 @@ def speed_settings(
     """Place a trial's model and choose its autocast, as ``resources`` asks.
 
     GPU: the model moves to ``cuda`` (Ray sets CUDA_VISIBLE_DEVICES to the trial's share, so
-    fractional trials share one device); batches follow it inside the training loop.
+    fractional trials share one device); the training loop sends the uint8 splits there once
+    and prepares and augments every batch there (:mod:`raysweep.train.common`).
     ``channels_last``: NHWC weights, which tensor-core convolutions prefer. ``bf16``:
     ``torch.autocast(dtype=bfloat16)`` around training and evaluation (losses stay float32),
     on a GPU only: CPU autocast is no faster here and, measured on a toy target, fine-tuning a
@@ -89,20 +93,26 @@ JOB_ERRORS = (FloatingPointError, FileNotFoundError, CheckpointError, StoreError
 def finetune_job(
     job: dict[str, Any], ctx: WorkerContext, report: Callable[[dict[str, Any]], None]
 ) -> None:
-    """Fine-tune one source on one target subset, reporting metrics at every evaluation epoch."""
+    """Fine-tune one source on one target subset, reporting metrics at every evaluation epoch.
+
+    Out of GPU memory (other trials share the card) is reported too, marked ``OOM_KEY``: the
+    driver decides whether to run the job again at lower packing. Its saved TrialState stays,
+    so that run resumes from the last save.
+    """
     try:
         run_finetune(job, ctx, report)
     except JOB_ERRORS as error:
         report({ERROR_KEY: " ".join(str(error).split()), "epoch": 0})
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        report({ERROR_KEY: "out of GPU memory", OOM_KEY: True, "epoch": 0})
 
 
 def run_finetune(
     job: dict[str, Any], ctx: WorkerContext, report: Callable[[dict[str, Any]], None]
 ) -> None:
     torch.set_num_threads(ctx.threads)
-    folder = ctx.trial_dir(job["key"])
-    log_attempt(folder, job["key"])
-    saved = TrialState(folder, ctx.checkpoint_every_s)
+    saved = TrialState(start_attempt(job["key"], ctx), ctx.checkpoint_every_s)
     state, reported = saved.load()
     store = ctx.store
     source = cached_source(store, job["source_key"])
@@ -110,7 +120,7 @@ def run_finetune(
     indices = sample_subset(train.labels, job["subset_size"], job["seed"], train.info.num_classes)
     store.write_subset(job["target"], job["subset_size"], job["seed"], [int(i) for i in indices])
     model, autocast = speed_settings(prepare_target_model(source, job, job["target"]), ctx)
-    prepare = make_prepare(model)
+    prepare = make_prepare(model, ctx.channels_last)
     index, eval_x, eval_y, cached = evaluation_data(job, ctx, model, train, indices, prepare)
     base = {"n_train": len(index)}
 
@@ -150,6 +160,15 @@ def run_finetune(
             on_epoch_end=saved.maybe_save,
         )
     saved.clear()
+
+
+def start_attempt(key: str, ctx: WorkerContext) -> Path:
+    """The job's trial folder, this start logged in it. A job listed in $RAYSWEEP_OOM_KEYS
+    runs out of GPU memory at its first start (fault injection, :func:`injected_faults`)."""
+    folder = ctx.trial_dir(key)
+    if log_attempt(folder, key) == 1 and key in injected_faults(OOM_KEYS_ENV):
+        raise torch.cuda.OutOfMemoryError(f"injected by ${OOM_KEYS_ENV}")
+    return folder
 
 
 def evaluation_data(

@@ -24,6 +24,7 @@ from raysweep.train.common import OptimConfig
 from raysweep.train.kinds import TrainingKind, make_training_kind
 
 NAN_KEYS_ENV = "RAYSWEEP_NAN_KEYS"
+OOM_KEYS_ENV = "RAYSWEEP_OOM_KEYS"
 
 
 def cached_source(store: Store, key: str) -> TransferNet:
@@ -37,8 +38,22 @@ def _load_source(path: str) -> TransferNet:
     return model
 
 
-def make_prepare(model: TransferNet) -> Callable[[torch.Tensor], torch.Tensor]:
-    return functools.partial(to_model_input, size=model.input_size, channels=model.input_channels)
+def make_prepare(
+    model: TransferNet, channels_last: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 batch -> ``model``'s float32 input, on the device the batch is on (the training
+    loops send uint8 there first, :func:`raysweep.train.common.to_device`). With
+    ``channels_last`` the batch comes out NHWC, as the model's weights (resources).
+
+    Float32, not bf16, even under ``resources.bf16``: autocast casts at the first convolution,
+    and attacks and augmentation keep their [0, 1] pixels exact.
+    """
+    prepare = functools.partial(
+        to_model_input, size=model.input_size, channels=model.input_channels
+    )
+    if not channels_last:
+        return prepare
+    return lambda x: prepare(x).contiguous(memory_format=torch.channels_last)
 
 
 def make_augment(kind: str) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
@@ -69,13 +84,15 @@ def eval_attacks(raw: dict[str, Any] | list[dict[str, Any]] | None) -> tuple[PGD
     return tuple(a for a in map(attack_config, items) if a is not None)
 
 
-def injected_faults() -> set[str]:
-    """Job keys listed in $RAYSWEEP_NAN_KEYS train with a NaN learning rate.
+def injected_faults(variable: str = NAN_KEYS_ENV) -> set[str]:
+    """Job keys listed in $RAYSWEEP_NAN_KEYS train with a NaN learning rate; those listed in
+    $RAYSWEEP_OOM_KEYS run out of GPU memory at their first attempt.
 
     Fault injection for resilience tests and drills: it drives the real divergence path (a
-    non-finite loss) without changing the job's config, so its key stays the same.
+    non-finite loss) or the out-of-memory retry (``resources.gpu: auto``, also without a GPU)
+    without changing the job's config, so its key stays the same.
     """
-    return {key for key in os.environ.get(NAN_KEYS_ENV, "").split(",") if key}
+    return {key for key in os.environ.get(variable, "").split(",") if key}
 
 
 def optim_config(raw: dict[str, Any], poisoned: bool = False) -> OptimConfig:

@@ -3,6 +3,8 @@
 <sweep>/trials/<key>/state.pt       the last saved FinetuneState and the metrics reported
 <sweep>/trials/<key>/attempts.log   one line per start of the trial
 <sweep>/trials/<key>/done           a packed job the driver has recorded (raysweep.protocol)
+<sweep>/trials/attempts.log         the attempts of recorded trials, their folders removed
+                                   (raysweep.protocol.fold_finished_trials)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import torch
 
+from raysweep.protocol import ATTEMPTS_LOG
 from raysweep.train.finetuning import FinetuneState
 
 
@@ -54,8 +57,11 @@ class TrialState:
         self.path.unlink(missing_ok=True)
 
 
-def log_attempt(folder: Path, key: str) -> None:
-    """One line per start of a trial: how often a job's training began (resume tests read it)."""
+def log_attempt(folder: Path, key: str) -> int:
+    """One line per start of a trial: how often a job's training began (resume tests read it).
+    Returns the number of starts, this one included."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "attempts.log", "a") as handle:
+    log = folder / ATTEMPTS_LOG
+    with open(log, "a") as handle:
         handle.write(f"{time.time():.3f} {key} pid={os.getpid()}\n")
+    return len(log.read_text().splitlines())
