@@ -8,7 +8,10 @@ Both sides import this module, so it imports neither of them, nor torch (Ray onl
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,9 @@ from raysweep.store import Store
 
 #: A job failure a worker reports instead of raising (the driver marks the run FAILED).
 ERROR_KEY = "raysweep_error"
+#: Beside ERROR_KEY when the failure was running out of GPU memory: under resources.gpu auto
+#: the driver runs the job again at fewer trials per GPU instead (raysweep.driver.gpu_packing).
+OOM_KEY = "raysweep_out_of_memory"
 #: Where a job ran, in its result: the driver tags the job's run with them (schema.NODE_TAG).
 NODE_KEY = "raysweep_node"
 HOST_KEY = "raysweep_host"
@@ -45,7 +51,7 @@ class WorkerContext:
     trials_root: str
     #: A trial saves its state when this many seconds passed since its last save.
     checkpoint_every_s: float = 60.0
-    #: resources.gpu > 0: fine-tune on the GPU Ray assigned (CPU if the worker sees none).
+    #: resources.gpu > 0 or auto: fine-tune on the GPU Ray assigned (CPU if it sees none).
     gpu: bool = False
     #: resources.bf16 / resources.channels_last (see
     #: :func:`raysweep.worker.finetune.speed_settings`).
@@ -135,3 +141,57 @@ def is_done(folder: Path) -> bool:
 
 def clear_done(folder: Path) -> None:
     (folder / DONE_FILE).unlink(missing_ok=True)
+
+
+#: ``<trials_root>/<key>/attempts.log`` while a trial may run; ``<trials_root>/attempts.log``
+#: for the trials the driver recorded (:func:`fold_finished_trials`).
+ATTEMPTS_LOG = "attempts.log"
+
+
+def fold_finished_trials(trials_root: Path, keys: Iterable[str]) -> int:
+    """Fold the folders of trials whose runs the driver closed into one log; returns how many.
+
+    Once its run is recorded, a finished trial's folder holds only its attempts log (and a
+    packed job's done marker): its state was cleared when it ended. Thousands of such folders
+    cost a round trip each on NFS/EFS (14,400 jobs left 14,400), so their attempt lines are
+    appended to ``<trials_root>/attempts.log`` (fsync'd) and the folders removed. A driver
+    killed in between leaves a folder whose lines are appended again by the next fold:
+    :func:`attempts_by_key` reads each line once.
+    """
+    folders = [Path(trials_root) / key for key in keys]
+    folders = [folder for folder in folders if folder.is_dir()]
+    if not folders:
+        return 0
+    lines = []
+    for folder in folders:
+        log = folder / ATTEMPTS_LOG
+        if log.is_file():
+            lines += [line for line in log.read_text().splitlines() if line.strip()]
+    if lines:
+        with open(Path(trials_root) / ATTEMPTS_LOG, "a") as handle:
+            handle.write("\n".join(lines) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(folders)
+
+
+def attempts_by_key(trials_root: Path) -> dict[str, list[str]]:
+    """Every start of every trial, per job key, in order: the lines ``time key pid=…`` of the
+    folded log and of the folders still there (a line read twice counts once)."""
+    root = Path(trials_root)
+    logs = [root / ATTEMPTS_LOG, *sorted(root.glob(f"*/{ATTEMPTS_LOG}"))]
+    seen: set[str] = set()
+    found: dict[str, list[str]] = {}
+    for log in logs:
+        if not log.is_file():
+            continue
+        for line in log.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and line not in seen:
+                seen.add(line)
+                found.setdefault(parts[1], []).append(line)
+    for lines in found.values():
+        lines.sort(key=lambda line: float(line.split()[0]))
+    return found

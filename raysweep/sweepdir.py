@@ -4,6 +4,7 @@
     <root>/<name>/spec.yaml       the spec as launched (resume reads it)
     <root>/<name>/sweep.json      tracking URI and parent run id
     <root>/<name>/launch.lock     held by the launch running the sweep, naming it
+    <root>/<name>/ledger.db       every job's state, kept by the driver (raysweep.ledger)
     <root>/<name>/mlflow.db       default tracking store (``mlflow ui --backend-store-uri …``)
     <root>/<name>/artifacts/      artifact root of the default store
     <root>/<name>/tune/           Ray Tune experiment state
@@ -11,6 +12,7 @@
     <root>/<name>/probes/<key>/   a probe's output files
     <root>/<name>/search/         the Optuna studies of a ``search:`` section
     <root>/<name>/report/         figures and tables
+    <root>/<name>/cache/          runs analysis fetched (raysweep.analysis.runcache)
 
 ``<root>`` is ``--root``, else ``$RAYSWEEP_ROOT``, else ``./raysweep_runs``.
 """
@@ -91,6 +93,11 @@ class SweepDir:
         return self.path / "launch.lock"
 
     @property
+    def ledger_file(self) -> Path:
+        """Each job's state, written by the driver after MLflow (raysweep.ledger)."""
+        return self.path / "ledger.db"
+
+    @property
     def tune_dir(self) -> Path:
         return self.path / "tune"
 
@@ -108,6 +115,11 @@ class SweepDir:
     @property
     def report_dir(self) -> Path:
         return self.path / "report"
+
+    @property
+    def runs_cache_dir(self) -> Path:
+        """The runs analysis fetched, kept so the next analysis fetches only new ones."""
+        return self.path / "cache"
 
     @property
     def artifact_root(self) -> Path:

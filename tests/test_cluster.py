@@ -23,6 +23,7 @@ from micro_specs import one_source_spec
 from mlflow.tracking import MlflowClient
 
 from raysweep.plan import make_plan
+from raysweep.protocol import attempts_by_key
 from raysweep.schema import KEY_TAG, experiment_name
 from raysweep.spec import load_spec
 
@@ -58,11 +59,11 @@ FAST_HEALTH_CHECKS = {
 def attempts(trials: Path) -> dict[str, list[int]]:
     """Per job key, the pid of each start of its trial (raysweep.worker.trial_state.log_attempt)."""
     found: dict[str, list[int]] = {}
-    for log in trials.glob("*/attempts.log"):
-        for line in log.read_text().splitlines():
+    for key, lines in attempts_by_key(trials).items():
+        for line in lines:
             match = ATTEMPT.match(line)
             if match:  # a line being written is skipped until it is whole
-                found.setdefault(match["key"], []).append(int(match["pid"]))
+                found.setdefault(key, []).append(int(match["pid"]))
     return found
 
 
@@ -157,7 +158,7 @@ def test_trial_on_a_killed_worker_node_is_retried_and_the_sweep_completes(
     accuracy = client.get_metric_history(retried.info.run_id, "test/acc")
     job = next(j for j in plan.jobs["finetune"] if j.key == key)
     assert [m.step for m in accuracy] == job.config["eval_epochs"] == [1, 5, 9, 13, 16]
-    retry_started = float((sweep / "trials" / key / "attempts.log").read_text().split()[-3])
+    retry_started = float(attempts_by_key(sweep / "trials")[key][-1].split()[0])
     print(
         f"\nworker node killed {killed_at - started:.1f} s in, during trial {key[:12]}; "
         f"restarted {retry_started - killed_wall:.1f} s later (requeued); sweep done "

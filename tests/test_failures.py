@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from raysweep.cli import main
 from raysweep.driver.launcher import launch
 from raysweep.plan import make_plan
+from raysweep.protocol import attempts_by_key
 from raysweep.schema import ERROR_TAG, KEY_TAG, experiment_name
 from raysweep.spec import load_spec
 from raysweep.worker.inputs import NAN_KEYS_ENV
@@ -109,5 +110,5 @@ def test_missing_target_data_fails_only_its_jobs_with_the_fix(
     assert len(failed) == 1 and "natural→mnist" in failed[0]
     assert f"dataset 'mnist' not found in {tmp_path / 'data'}" in failed[0]
     assert "download: true" in failed[0]
-    attempts = list((tmp_path / "runs" / "nodata" / "trials").glob("*/attempts.log"))
-    assert sorted(len(p.read_text().splitlines()) for p in attempts) == [1, 1]  # no retries
+    attempts = attempts_by_key(tmp_path / "runs" / "nodata" / "trials")
+    assert sorted(len(lines) for lines in attempts.values()) == [1, 1]  # no retries

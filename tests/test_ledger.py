@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from micro_specs import one_source_spec
+from micro_specs import write_spec as write_micro_spec
 from mlflow.entities import Metric, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -55,9 +56,7 @@ GRID = {
 
 
 def write_spec(folder: Path, name: str, **changes: Any) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**one_source_spec(name, **GRID), **changes}))
-    return path
+    return write_micro_spec(folder, name, GRID, **changes)
 
 
 def one_line(capsys: pytest.CaptureFixture[str]) -> str:

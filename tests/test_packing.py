@@ -15,7 +15,7 @@ from test_resume import JOB, context
 from raysweep.driver import packing
 from raysweep.driver.launcher import launch
 from raysweep.plan import Job, make_plan
-from raysweep.protocol import DONE_KEY, JOB_KEY, START_KEY, mark_done
+from raysweep.protocol import DONE_KEY, JOB_KEY, START_KEY, attempts_by_key, mark_done
 from raysweep.schema import ERROR_TAG, KEY_TAG, NODE_TAG, experiment_name
 from raysweep.spec import load_spec
 from raysweep.worker.finetune import run_bundle
@@ -141,8 +141,7 @@ def test_packed_sweep_runs_bundles_and_one_run_per_job(two_sweeps: dict[str, Any
         if key != poisoned:
             steps = [m.step for m in client.get_metric_history(run.info.run_id, "test/acc")]
             assert steps == [1, 3] == plan.jobs["finetune"][0].config["eval_epochs"]
-        attempts = root / "packed" / "trials" / key / "attempts.log"
-        assert len(attempts.read_text().splitlines()) == 1
+        assert len(attempts_by_key(root / "packed" / "trials")[key]) == 1
     assert any("8/8 (100%) · 1 failed" in line for line in two_sweeps["lines"])
 
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from raysweep.analysis.convergence import convergence_section
 from raysweep.analysis.families import FAMILIES, Family
 from raysweep.analysis.labels import eps_text, label_of, norm_symbol, source_labels
 from raysweep.analysis.results import NothingToAnalyze, cache_results, default_cache_path
@@ -115,17 +116,22 @@ def analyze_sweep(
     families: Sequence[tuple[str, Family]] = FAMILIES,
     progress: Callable[[str], None] | None = None,
     options: FigureOptions | None = None,
+    cache_dir: Path | None = None,
+    ledger_file: Path | None = None,
 ) -> Report:
     """Draw every family of ``families`` that the sweep's finished runs support into ``out_dir``.
 
     Writes the fine-tuning run cache (``finetune_runs.parquet``, ``.csv`` without pyarrow), each
     family's figures (PNG + PDF) and tables (CSV + Markdown), and ``report.md`` linking them all.
     ``options`` says how to draw (e.g. ``FigureOptions(sharey=True)``: one y-axis per figure).
+    With ``cache_dir`` the runs fetched are kept there and a later call fetches only new ones
+    (:mod:`raysweep.analysis.runcache`; ``ledger_file``, the sweep's job ledger, names the
+    runs it must hold).
     Raises :class:`NothingToAnalyze` (writing nothing) when the sweep has no finished run of any
     stage.
     """
     out_dir = Path(out_dir)
-    data = SweepData(tracking_uri, sweep, options)
+    data = SweepData(tracking_uri, sweep, options, cache_dir, ledger_file)
     counts = _stage_counts(data)
     if not any(counts.values()):
         raise NothingToAnalyze(
@@ -146,6 +152,9 @@ def analyze_sweep(
         report.paths.append(cache)
         sections[0] += f" Fine-tuning run cache: [{cache.name}]({link(cache, out_dir)})."
         sections.append(_coverage_section(data.finetune, data.unfinished))
+    converged = convergence_section({"finetune": data.finetune})
+    if converged:
+        sections.append(converged)
     for name, family in families:
         try:
             section = family(data, out_dir)

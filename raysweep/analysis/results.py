@@ -18,7 +18,15 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from raysweep.schema import KEY_TAG, iter_runs, job_filter, store_exists, sweep_experiment
+from raysweep.schema import (
+    KEY_TAG,
+    NothingToAnalyze,  # noqa: F401 - analysis' own error, defined where the driver sees it too
+    iter_runs,
+    job_filter,
+    run_id_filters,
+    store_exists,
+    sweep_experiment,
+)
 
 # Typed columns; every other param stays a string so that "all" / "head_bn" survive untouched.
 INT_PARAMS = ("seed", "n_train", "epochs")
@@ -49,10 +57,6 @@ STAGE_METRICS: dict[str, tuple[str, ...]] = {
     "pretrain": ("train/loss", "train/acc", "test/acc", "adv/acc", "train/weight_norm"),
 }
 RUN_COLUMNS = ("run_id", "key", "status", "start_time", "end_time")
-
-
-class NothingToAnalyze(Exception):
-    """A sweep has no finished runs of the requested stage (a user error, not a bug)."""
 
 
 def metric_column(metric: str) -> str:
@@ -99,7 +103,12 @@ def _type_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_runs(
-    tracking_uri: str, sweep: str, stage: str = "finetune", page_size: int = 1000
+    tracking_uri: str,
+    sweep: str,
+    stage: str = "finetune",
+    page_size: int = 1000,
+    ended_since: int | None = None,
+    run_ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per FINISHED child run of ``sweep`` at ``stage``.
 
@@ -108,21 +117,34 @@ def sweep_runs(
     str) and the last logged value of every metric (``test/acc`` -> ``test_acc``). Should a key
     have two FINISHED runs (a job re-run after a crash), only the one that ended last is kept.
     An unknown sweep or one without finished runs gives an empty frame with these columns.
+    ``ended_since`` (ms) keeps only runs that ended then or later, ``run_ids`` only those runs
+    (incremental fetches).
     """
     params = STAGE_PARAMS.get(stage, ())
     metrics = tuple(metric_column(m) for m in STAGE_METRICS.get(stage, ()))
     finished = job_filter(stage, sweep=sweep, status="= 'FINISHED'")
+    if ended_since is not None:
+        finished += f" AND attributes.end_time >= {int(ended_since)}"
+    filters = [finished]
+    if run_ids is not None:
+        filters = [f"{finished} AND {ids}" for ids in run_id_filters(run_ids)]
     rows: dict[str, dict[str, object]] = {}
-    for run in _job_runs(tracking_uri, sweep, finished, page_size):
-        rows[run.info.run_id] = _run_row(run, params)
+    for filter_string in filters:
+        for run in _job_runs(tracking_uri, sweep, filter_string, page_size):
+            rows[run.info.run_id] = _run_row(run, params)
     columns = [*RUN_COLUMNS, *params, *metrics]
     df = pd.DataFrame(list(rows.values()))
     if df.empty:
         return _type_columns(pd.DataFrame({c: pd.Series(dtype=object) for c in columns}))
-    df = df.reindex(columns=[*columns, *sorted(set(df.columns) - set(columns))])
+    return latest_per_key(df.reindex(columns=[*columns, *sorted(set(df.columns) - set(columns))]))
+
+
+def latest_per_key(df: pd.DataFrame) -> pd.DataFrame:
+    """Of several FINISHED runs of one key, the one that ended last; typed columns."""
     keyed = df[df["key"].notna()].sort_values(["end_time", "run_id"])
     # Keyless runs (not raysweep's) cannot be duplicates of one another: keep them all.
-    df = pd.concat([keyed.drop_duplicates("key", keep="last"), df[df["key"].isna()]])
+    keyless = df[df["key"].isna()].drop_duplicates("run_id", keep="last")
+    df = pd.concat([keyed.drop_duplicates("key", keep="last"), keyless])
     return _type_columns(df.sort_values("run_id").reset_index(drop=True))
 
 

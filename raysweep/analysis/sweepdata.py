@@ -27,7 +27,9 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
+from raysweep.analysis.convergence import with_linear_probe
 from raysweep.analysis.results import count_unfinished, metric_history, sweep_runs
+from raysweep.analysis.runcache import RunCache
 
 #: Columns a fine-tuning run needs to be placed in the grid at all.
 FINETUNE_REQUIRED = ("source", "source_training", "target", "subset_size", "blocks")
@@ -61,11 +63,28 @@ class FigureOptions:
 class SweepData:
     """A sweep's FINISHED runs per stage and their metric histories, fetched on first use."""
 
-    def __init__(self, tracking_uri: str, sweep: str, options: FigureOptions | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        sweep: str,
+        options: FigureOptions | None = None,
+        cache_dir: Path | None = None,
+        ledger_file: Path | None = None,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.sweep = sweep
         self.options = options or FigureOptions()
         self._histories: dict[tuple[str, str], pd.DataFrame] = {}
+        #: With a folder, runs and histories are kept there and later fetches are incremental.
+        self.cache = None
+        if cache_dir is not None:
+            self.cache = RunCache(cache_dir, tracking_uri, sweep, ledger_file)
+
+    def fetch_runs(self, stage: str) -> pd.DataFrame:
+        """The stage's FINISHED runs: from the cache plus what is new, or all from MLflow."""
+        if self.cache is not None:
+            return self.cache.runs(stage)
+        return sweep_runs(self.tracking_uri, self.sweep, stage=stage)
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -73,19 +92,21 @@ class SweepData:
 
     @cached_property
     def finetune(self) -> pd.DataFrame:
-        """Finished fine-tuning runs placed in the grid (see :func:`sweep_runs`)."""
-        df = sweep_runs(self.tracking_uri, self.sweep, stage="finetune")
-        return df.dropna(subset=[c for c in FINETUNE_REQUIRED if c in df.columns])
+        """Finished fine-tuning runs placed in the grid (see :func:`sweep_runs`), each with the
+        ``linear_acc`` of the linear probe on its subset (:func:`with_linear_probe`)."""
+        df = self.fetch_runs("finetune")
+        df = df.dropna(subset=[c for c in FINETUNE_REQUIRED if c in df.columns])
+        return with_linear_probe(df, self.probes) if not df.empty else df
 
     @cached_property
     def probes(self) -> pd.DataFrame:
         """Finished probe runs: a ``probe`` column names the probe, metrics as ``probe_*``."""
-        return sweep_runs(self.tracking_uri, self.sweep, stage="probe")
+        return self.fetch_runs("probe")
 
     @cached_property
     def pretrain(self) -> pd.DataFrame:
         """Finished source runs (training or import), one per source."""
-        return sweep_runs(self.tracking_uri, self.sweep, stage="pretrain")
+        return self.fetch_runs("pretrain")
 
     @cached_property
     def unfinished(self) -> dict[str, int]:
@@ -107,7 +128,11 @@ class SweepData:
         cached = self._histories.get((stage, metric))
         if cached is None:
             runs = self.stage_runs(stage)
-            values = metric_history(self.tracking_uri, list(runs["run_id"]), metric)
+            run_ids = list(runs["run_id"])
+            if self.cache is not None:
+                values = self.cache.history(stage, metric, run_ids)
+            else:
+                values = metric_history(self.tracking_uri, run_ids, metric)
             cached = values.merge(runs, on="run_id", how="inner")
             self._histories[(stage, metric)] = cached
         return cached

@@ -9,9 +9,9 @@ from __future__ import annotations
 import errno
 import sys
 
-from raysweep.analysis.results import NothingToAnalyze
 from raysweep.driver.cluster import ClusterError
-from raysweep.schema import TrackingError
+from raysweep.ledger import LedgerError
+from raysweep.schema import NothingToAnalyze, TrackingError
 from raysweep.spec import SpecError
 from raysweep.sweepdir import SweepDirError
 
@@ -23,6 +23,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     ValueError,
     NothingToAnalyze,
+    LedgerError,
 )
 
 

@@ -2,9 +2,11 @@
 
     pretrain (Ray tasks) → probe (Ray tasks) → search (Tune + Optuna) → finetune (Tune) → report
 
-MLflow is the ledger: a job whose key has a FINISHED run is skipped, so launching the same spec
-again, or resuming after a crash, only does what is missing. One launch runs a sweep at a time
-(:mod:`raysweep.driver.lock`); every run it writes carries its launch id.
+A job whose key has a FINISHED run is skipped, so launching the same spec again, or resuming
+after a crash, only does what is missing; which keys are done is read from the sweep's job
+ledger (:mod:`raysweep.ledger`), caught up with MLflow first, not by listing every run. One
+launch runs a sweep at a time (:mod:`raysweep.driver.lock`); every run it writes carries its
+launch id.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from raysweep.driver.cluster import check_cluster_reachable, check_resources, ensure_ray
 from raysweep.driver.context import Outcome, StageContext, worker_context
 from raysweep.driver.finetune import run_finetune_stage
+from raysweep.driver.ledger_sync import catch_up
 from raysweep.driver.lock import launch_lock, new_launch_id
 from raysweep.driver.pretrain import run_pretrain_stage
 from raysweep.driver.probe import run_probe_stage
@@ -26,9 +29,10 @@ from raysweep.driver.report import report_sweep
 from raysweep.driver.search import run_search_stage, with_search_values
 from raysweep.driver.shared_root import check_shared_root
 from raysweep.driver.tracker import SweepTracker
+from raysweep.ledger import FAILED, FINISHED, Ledger
 from raysweep.plan import MAX_JOBS, Job, Plan, make_plan
 from raysweep.schema import check_reachable
-from raysweep.spec import load_spec, resolved_yaml
+from raysweep.spec import SweepSpec, load_spec, resolved_yaml
 from raysweep.store import write_text_atomic
 from raysweep.sweepdir import SweepDir, SweepDirError, resolve_root
 
@@ -63,39 +67,40 @@ def check_same_store(sweep: SweepDir, tracking_uri: str | None, switch: bool) ->
         )
 
 
+def open_tracker(sweep: SweepDir, uri: str, launch_id: str, ledger: Ledger) -> SweepTracker:
+    """The sweep's MLflow writer for this launch, writing each job's state to ``ledger`` too."""
+    artifact_root = sweep.artifact_root if uri.startswith("sqlite") else None
+    return SweepTracker(uri, sweep.name, artifact_root, launch_id, ledger)
+
+
 def prepare_sweep(
-    spec_path: Path,
-    overrides: Sequence[str],
-    sweep: SweepDir,
-    tracking_uri: str | None,
-    launch_id: str,
-) -> SweepTracker:
-    """The sweep folder with its spec copy — the spec as resolved (extends merged, overrides
-    applied), so a resume runs exactly what was launched — and ``sweep.json``, and its MLflow
-    parent run (overrides also as its param ``sweep.overrides``)."""
-    uri = sweep.tracking_uri(tracking_uri, new=True)
-    sweep.create()
+    spec_path: Path, overrides: Sequence[str], sweep: SweepDir, tracker: SweepTracker
+) -> None:
+    """The sweep folder's spec copy — the spec as resolved (extends merged, overrides applied),
+    so a resume runs exactly what was launched — and ``sweep.json``, and its MLflow parent run
+    (overrides also as its tag ``sweep.overrides``)."""
     if Path(spec_path).resolve() != sweep.spec_copy.resolve() or overrides:
         write_text_atomic(sweep.spec_copy, resolved_yaml(spec_path, overrides))
-    artifact_root = sweep.artifact_root if uri.startswith("sqlite") else None
-    tracker = SweepTracker(uri, sweep.name, artifact_root, launch_id)
     parent = tracker.open_parent(sweep.spec_copy, overrides)
-    sweep.write_state({"name": sweep.name, "tracking_uri": uri, "parent_run_id": parent})
-    return tracker
+    sweep.write_state({"name": sweep.name, "tracking_uri": tracker.uri, "parent_run_id": parent})
 
 
 def pending_jobs(
-    plan: Plan, tracker: SweepTracker, outcome: Outcome, retry_failed: bool
+    plan: Plan, tracker: SweepTracker, ledger: Ledger, outcome: Outcome, retry_failed: bool
 ) -> dict[str, list[Job]]:
-    """Per stage, the jobs without a FINISHED run (nor a FAILED one, unless retried); their
-    stale runs are retired so that each job ends with exactly one run."""
-    finished = tracker.keys_with_status("FINISHED")
-    failed = set() if retry_failed else tracker.keys_with_status("FAILED")
+    """Per stage, the jobs without a FINISHED run (nor a FAILED one, unless retried), read from
+    the ledger once it caught up with MLflow; their stale runs are retired so that each job ends
+    with exactly one run."""
+    catch_up(ledger, tracker.client, tracker.uri, tracker.experiment_id)
+    finished = ledger.keys(FINISHED)
+    failed = set() if retry_failed else ledger.keys(FAILED)
     pending = {
         stage: [job for job in jobs if job.key not in finished and job.key not in failed]
         for stage, jobs in plan.jobs.items()
     }
-    tracker.retire_unfinished({job.key for jobs in pending.values() for job in jobs})
+    retired = tracker.retire_unfinished({job.key for jobs in pending.values() for job in jobs})
+    ledger.forget(retired)
+    ledger.set_planned({stage: len(jobs) for stage, jobs in plan.jobs.items()})
     for stage, jobs in plan.jobs.items():
         outcome.skipped[stage] = len(jobs) - len(pending[stage])
     return pending
@@ -110,6 +115,12 @@ def run_stages(ctx: StageContext, pending: dict[str, list[Job]]) -> None:
         best = run_search_stage(ctx, pending["search"], sources)
         ready = with_search_values(ready, best, ctx.write)
     run_finetune_stage(ctx, ready)
+
+
+def start_ray(address: str | None, spec: SweepSpec) -> None:
+    """Ray started (or attached), and able to host the spec's tasks and trials."""
+    ensure_ray(address)
+    check_resources(spec)
 
 
 def launch(
@@ -132,14 +143,15 @@ def launch(
     unreachable cluster or tracking server, resources no node can give, another tracking store
     than the sweep's (unless ``switch_tracking_uri``), more than ``max_jobs`` jobs (None: no
     limit). ``overrides`` (``key.path=value``) change the spec as on ``raysweep plan``; the
-    sweep folder keeps the resolved spec. ``write`` None is the console, with live bars on a
-    terminal.
+    sweep folder keeps the resolved spec. With nothing left to do, Ray is not started.
+    ``write`` None is the console, with live bars on a terminal.
     """
     spec = load_spec(spec_path, overrides)
     plan = make_plan(spec, max_jobs=max_jobs)
     check_cluster_reachable(address)
     sweep = SweepDir(resolve_root(root), name or spec.name)
-    check_reachable(sweep.tracking_uri(tracking_uri, new=True))  # before writing anything
+    uri = sweep.tracking_uri(tracking_uri, new=True)
+    check_reachable(uri)  # before writing anything
     if address:  # every node must see the root before anything is written there
         ensure_ray(address)
         check_shared_root(sweep.root)
@@ -148,34 +160,44 @@ def launch(
         check_same_store(sweep, tracking_uri, switch_tracking_uri)
         if sweep.exists():
             check_same_plan(sweep, plan, extend)
-        ensure_ray(address)
-        check_resources(spec)
-        tracker = prepare_sweep(Path(spec_path), overrides, sweep, tracking_uri, launch_id)
-        bars = write is None and sys.stdout.isatty()
-        return run_launch(plan, tracker, sweep, retry_failed, writer(write), bars)
+        else:  # a new sweep has work: refuse a cluster that cannot host it before recording
+            start_ray(address, spec)
+        with Ledger(sweep.ledger_file) as ledger:
+            tracker = open_tracker(sweep, uri, launch_id, ledger)
+            outcome = Outcome(sweep=sweep.name, tracking_uri=tracker.uri)
+            pending = pending_jobs(plan, tracker, ledger, outcome, retry_failed)
+            if any(pending.values()):
+                start_ray(address, spec)
+            prepare_sweep(Path(spec_path), overrides, sweep, tracker)
+            bars = write is None and sys.stdout.isatty()
+            return run_launch(plan, tracker, sweep, pending, outcome, writer(write), bars)
 
 
 def run_launch(
     plan: Plan,
     tracker: SweepTracker,
     sweep: SweepDir,
-    retry_failed: bool,
+    pending: dict[str, list[Job]],
+    outcome: Outcome,
     write: Write,
     bars: bool = False,
 ) -> Outcome:
     """The stages and the report, under the sweep's lock, with the parent run's status kept."""
     started = time.monotonic()
-    outcome = Outcome(sweep=sweep.name, tracking_uri=tracker.uri)
     tracker.log_sweep(plan)
-    pending = pending_jobs(plan, tracker, outcome, retry_failed)
     write(f"sweep '{sweep.name}': {sweep.path}  (tracking: {tracker.uri})")
-    context = worker_context(plan.spec, sweep)
-    ctx = StageContext(plan, tracker, context, sweep, outcome, write, bars)
-    try:
-        run_stages(ctx, pending)
-    except KeyboardInterrupt:
-        tracker.finish_parent("KILLED")
-        raise
+    if any(pending.values()):
+        context = worker_context(plan.spec, sweep)
+        ctx = StageContext(plan, tracker, context, sweep, outcome, write, bars)
+        try:
+            run_stages(ctx, pending)
+        except KeyboardInterrupt:
+            tracker.finish_parent("KILLED")
+            raise
+    else:
+        for stage in plan.jobs:
+            outcome.start(stage)  # nothing ran, nothing failed, in every stage
+        write(f"nothing to do: all {plan.total:,} jobs are done or failed (--retry-failed)")
     outcome.report = report_sweep(tracker, sweep, write)
     summary = outcome.metrics(plan, time.monotonic() - started)
     tracker.finish_parent("FINISHED" if outcome.ok else "FAILED", summary)

@@ -72,3 +72,18 @@ def launch_lock(sweep: SweepDir, launch_id: str) -> Iterator[None]:
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def launch_running(sweep: SweepDir) -> bool:
+    """Whether a launch holds the sweep now (read-only: the lock file is never created)."""
+    try:
+        handle = open(sweep.lock_file)  # noqa: SIM115 - closed below, whatever happens
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False

@@ -68,6 +68,8 @@ def analyze(
         out,
         progress=lambda line: write(f"[analyze] {line}"),
         options=FigureOptions(sharey=sharey),
+        cache_dir=sweep.runs_cache_dir,  # keyed by store and experiment: any --tracking-uri
+        ledger_file=sweep.ledger_file,
     )
     client = MlflowClient(uri)
     parent = parent_run_id(client, sweep.name, sweep.read_state().get("parent_run_id"))
@@ -86,7 +88,13 @@ def report_sweep(tracker: SweepTracker, sweep: SweepDir, write: Write) -> list[P
     from raysweep.analysis.report import NothingToAnalyze, analyze_sweep
 
     try:
-        report = analyze_sweep(tracker.uri, sweep.name, sweep.report_dir)
+        report = analyze_sweep(
+            tracker.uri,
+            sweep.name,
+            sweep.report_dir,
+            cache_dir=sweep.runs_cache_dir,
+            ledger_file=sweep.ledger_file,
+        )
     except NothingToAnalyze as reason:
         write(f"[report] skipped: {reason}")
         return []

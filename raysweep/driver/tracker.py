@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
+from raysweep.ledger import FAILED, FINISHED, Entry, Ledger
 from raysweep.plan import Job, Plan
 from raysweep.schema import (
     CONFIG_PARAM,
@@ -149,6 +150,14 @@ def create_sqlite_store(tracking_uri: str, artifact_root: Path | None) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def job_params(job: Job) -> dict[str, str]:
+    """The params of a job's run: every axis, its resolved recipe flat (``finetune.lr``, …)
+    and the whole config as JSON, each cut to MLflow's limit."""
+    values = {**job.axes, **recipe_params(job.stage, job.config)}
+    values[CONFIG_PARAM] = json.dumps(job.config, sort_keys=True)[:CONFIG_PARAM_LIMIT]
+    return {k: v[:PARAM_VALUE_LIMIT] for k, v in values.items()}
+
+
 class SweepTracker:
     """The MLflow side of one sweep, for one launch (``launch_id`` tags every run it writes)."""
 
@@ -158,6 +167,7 @@ class SweepTracker:
         sweep: str,
         artifact_root: Path | None = None,
         launch_id: str = "",
+        ledger: Ledger | None = None,
     ) -> None:
         check_reachable(tracking_uri)
         create_sqlite_store(tracking_uri, artifact_root)
@@ -167,6 +177,10 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._experiment(artifact_root)
         self.parent_id: str | None = None
+        #: Where each job's state is also written, after MLflow (raysweep.ledger).
+        self.ledger = ledger
+        #: The job of each run this launch opened and has not closed yet.
+        self.open_jobs: dict[str, Job] = {}
         #: MLflow's Source / User / Version columns, the same on every run of this launch.
         self.system_tags = {
             SOURCE_NAME_TAG: "raysweep",
@@ -200,8 +214,16 @@ class SweepTracker:
     def job_runs(
         self, stage: str | None = None, statuses: Iterable[str] | None = None
     ) -> list[Run]:
-        """The sweep's job runs (of one stage, with one of ``statuses``, if given)."""
-        return self.runs(job_filter(stage), statuses)
+        """The sweep's job runs (of one stage, with one of ``statuses``, if given). The store
+        filters on the status where it can, so asking for the few unfinished runs of a large
+        sweep does not list the finished ones."""
+        wanted = None if statuses is None else set(statuses)
+        condition = None
+        if wanted == {FINISHED}:
+            condition = f"= '{FINISHED}'"
+        elif wanted is not None and FINISHED not in wanted:
+            condition = f"!= '{FINISHED}'"
+        return self.runs(job_filter(stage, status=condition), wanted)
 
     def open_parent(self, spec_path: Path, overrides: Sequence[str] = ()) -> str:
         """Reuse the sweep's parent run or create it, with spec, git SHA, versions and this
@@ -235,34 +257,30 @@ class SweepTracker:
             self.log_metrics(self.parent_id, summary, step=0)
         self.client.set_terminated(self.parent_id, status=status)
 
-    def keys_with_status(self, status: str) -> set[str]:
-        """Keys of the jobs that have a run with ``status`` (FINISHED: done; FAILED: failed)."""
-        runs = self.job_runs(statuses=(status,))
-        return {run.data.tags[KEY_TAG] for run in runs if KEY_TAG in run.data.tags}
-
-    def retire_unfinished(self, keys: set[str]) -> int:
+    def retire_unfinished(self, keys: set[str]) -> set[str]:
         """Mark runs of unfinished jobs KILLED and delete them, so each job keeps one run.
 
         A run left RUNNING by a crashed driver (or FAILED earlier) would otherwise sit beside
         the run that the retry creates. Only runs of other launches are touched: this launch
         holds the sweep's lock, so they are dead. Deleted runs stay restorable in MLflow's trash.
+        Returns the keys whose runs were retired.
         """
         stale = self.job_runs(statuses=("RUNNING", "SCHEDULED", "FAILED", "KILLED"))
-        retired = 0
+        retired: set[str] = set()
         for run in stale:
             theirs = run.data.tags.get(LAUNCH_TAG) != self.launch_id
-            if run.data.tags.get(KEY_TAG) in keys and theirs:
+            key = run.data.tags.get(KEY_TAG)
+            if key in keys and theirs:
                 if run.info.status in ("RUNNING", "SCHEDULED"):
                     self.client.set_terminated(run.info.run_id, status="KILLED")
                 self.client.delete_run(run.info.run_id)
-                retired += 1
+                retired.add(key)
         return retired
 
-    def start_job(self, job: Job) -> str:
-        """Create the child run of a job when its work starts: every axis as a param and a
-        tag, its resolved recipe as flat params (``finetune.lr``, …), the whole config as JSON."""
+    def job_tags(self, job: Job) -> dict[str, str]:
+        """The tags of a job's run: every axis, its key, stage, sweep, parent and launch."""
         assert self.parent_id is not None, "open_parent() first"
-        tags = {
+        return {
             **self.system_tags,
             **job.axes,
             PARENT_TAG: self.parent_id,
@@ -273,13 +291,18 @@ class SweepTracker:
             LAUNCH_TAG: self.launch_id,
             RUN_NAME_TAG: job.name,
         }
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=job.name)
-        values = {**job.axes, **recipe_params(job.stage, job.config)}
-        values[CONFIG_PARAM] = json.dumps(job.config, sort_keys=True)[:CONFIG_PARAM_LIMIT]
-        params = [Param(k, v[:PARAM_VALUE_LIMIT]) for k, v in values.items()]
+
+    def start_job(self, job: Job) -> str:
+        """Create the child run of a job when its work starts: every axis as a param and a
+        tag, its resolved recipe as flat params (``finetune.lr``, …), the whole config as JSON."""
+        run = self.client.create_run(self.experiment_id, tags=self.job_tags(job), run_name=job.name)
+        params = [Param(k, v) for k, v in job_params(job).items()]
         for start in range(0, len(params), PARAM_BATCH_LIMIT):
             chunk = params[start : start + PARAM_BATCH_LIMIT]
             self.client.log_batch(run.info.run_id, params=chunk)
+        self.open_jobs[run.info.run_id] = job
+        if self.ledger is not None:
+            self.ledger.started(job.key, job.stage, job.name, run.info.run_id)
         return run.info.run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -301,9 +324,17 @@ class SweepTracker:
         self.client.log_batch(run_id, tags=tags)
 
     def end_job(self, run_id: str, error: str | None = None) -> None:
-        if error is not None:
-            self.client.set_tag(run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
-        self.client.set_terminated(run_id, status="FAILED" if error else "FINISHED")
+        """Close a job's run, FINISHED or FAILED with ``error``; then its ledger entry."""
+        reason = None if error is None else error[:ERROR_TAG_LIMIT]
+        if reason is not None:
+            self.client.set_tag(run_id, ERROR_TAG, reason)
+        status = FINISHED if reason is None else FAILED
+        ended = int(time.time() * 1000)
+        self.client.set_terminated(run_id, status=status, end_time=ended)
+        job = self.open_jobs.pop(run_id, None)
+        if self.ledger is not None and job is not None:
+            entry = Entry(job.key, job.stage, job.name, status, run_id, reason, ended)
+            self.ledger.write([entry])
 
     def log_sweep(self, plan: Plan) -> None:
         """The sweep's own params on its parent run: its axes and sizes (``sweep.*``). A param
