@@ -66,38 +66,43 @@ class WorkerContext:
         return Path(self.trials_root) / key
 
 
-class ThreadGrants:
-    """How many threads each running task of a stage may use: a Ray actor (no CPU) the driver
-    raises a task's grant in when other tasks on its node finished and left cores idle; each
-    task reads its grant once per epoch (:meth:`EventSender.granted_threads`)."""
-
-    def __init__(self) -> None:
-        self.grants: dict[str, int] = {}
-
-    def grant(self, key: str, threads: int) -> None:
-        self.grants[key] = threads
-
-    def threads(self, key: str, current: int) -> int:
-        return self.grants.get(key, current)
+def thread_grant_file(trials_root: str | Path, key: str) -> Path:
+    """Where the driver writes how many threads a running task of ``key`` may use now, once
+    others on its (single) node finished and left cores idle (raysweep.driver.cores)."""
+    return Path(trials_root) / f"{key}.threads"
 
 
 class EventSender:
     """What a task calls to report while it runs, into the stage's inbox (a Ray queue the
-    driver drains); without an inbox (a plain call, a test) nothing is sent. With ``grants``
-    (a :class:`ThreadGrants` actor) the task can ask how many threads it may use now."""
+    driver drains); without an inbox (a plain call, a test) nothing is sent.
 
-    def __init__(self, inbox: Any, key: str, grants: Any = None) -> None:
+    Sends do not wait: a task blocked in ``ray.get`` lends its CPU to Ray, which starts another
+    task on it (Ray's nested-task rule), so a blocking send per epoch ran three sources at once
+    on two cores. :meth:`flush` waits once, at the task's end, so the driver has every event
+    before the task's result. With ``grant_file`` the task can read how many threads it may
+    use now (:meth:`granted_threads`), a file read, not a Ray call, for the same reason.
+    """
+
+    def __init__(self, inbox: Any, key: str, grant_file: Path | None = None) -> None:
         self.inbox = inbox
         self.key = key
-        self.grants = grants
+        self.grant_file = grant_file
 
     def granted_threads(self, current: int) -> int:
-        """The threads the driver grants this task now (``current`` without grants)."""
-        if self.grants is None:
+        """The threads the driver grants this task now (``current`` without a grant)."""
+        if self.grant_file is None:
             return current
-        import ray
+        try:
+            return max(current, int(self.grant_file.read_text()))
+        except (OSError, ValueError):  # none yet, or being replaced
+            return current
 
-        return int(ray.get(self.grants.threads.remote(self.key, current)))
+    def flush(self) -> None:
+        """Wait until the inbox holds every event sent (the queue's actor runs calls in order)."""
+        if self.inbox is not None:
+            import ray
+
+            ray.get(self.inbox.actor.qsize.remote())
 
     def started(self) -> None:
         self.send(STARTED_EVENT, node_identity())
@@ -107,7 +112,7 @@ class EventSender:
 
     def send(self, kind: str, payload: dict[str, Any]) -> None:
         if self.inbox is not None:
-            self.inbox.put({"key": self.key, "event": kind, **payload})
+            self.inbox.actor.put_nowait.remote({"key": self.key, "event": kind, **payload})
 
 
 def node_identity() -> dict[str, str]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up .venv, then runs the offline quickstart sweep (≈10 minutes on 2 CPU cores).
+# Sets up .venv, then runs the offline quickstart sweep (≈15 minutes on 2 CPU cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,36 @@ def test_status_watch_stops_when_nothing_is_left_to_run(
     assert main(["status", "quickstart", "--root", str(tmp_path), "--watch", "0.01"]) == 0
     assert capsys.readouterr().out.count("(as of ") == 3
     assert real is not None
+
+
+def test_mlflow_set_up_lines_are_hidden_unless_debug(tmp_path: Path) -> None:
+    """MLflow configures its loggers when first imported, after the CLI quieted them: its
+    database set-up lines opened every launch (issue #17)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from raysweep.cli import quiet_libraries\n"
+        "quiet_libraries(debug=sys.argv[1] == 'debug')\n"
+        "from raysweep.driver.tracker import create_sqlite_store\n"
+        "create_sqlite_store(f'sqlite:///{sys.argv[2]}/mlflow.db', None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}
+    quiet = subprocess.run(
+        [sys.executable, "-c", code, "quiet", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert "database tables" not in quiet.stderr + quiet.stdout
+    assert (tmp_path / "a" / "mlflow.db").is_file()
+    loud = subprocess.run(
+        [sys.executable, "-c", code, "debug", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert "Creating initial MLflow database tables" in loud.stderr + loud.stdout

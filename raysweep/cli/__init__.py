@@ -35,9 +35,13 @@ def quiet_libraries(debug: bool) -> None:
     if debug:
         os.environ["RAYSWEEP_DEBUG"] = "1"
         return
+    # MLflow sets its loggers' level when first imported (lazily, after this): tell it too.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    # "process_trial_result took 0.5 s": the driver recording a run in MLflow, by design.
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

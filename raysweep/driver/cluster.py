@@ -83,6 +83,13 @@ def total_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def alive_nodes() -> int:
+    """How many nodes of the connected cluster are alive."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node["Alive"])
+
+
 def largest_node_cpus() -> int:
     """A task runs on one node: asking for more CPUs than any node has never schedules."""
     import ray

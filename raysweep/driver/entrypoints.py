@@ -19,10 +19,10 @@ def call(target: str, *args: Any) -> Any:
 
 
 def pretrain_task(
-    key: str, config: dict[str, Any], ctx: Any, inbox: Any = None, grants: Any = None
+    key: str, config: dict[str, Any], ctx: Any, inbox: Any = None, share: bool = False
 ) -> dict[str, Any]:
     """Ray task: train or import one source (:func:`raysweep.worker.sources.pretrain_task`)."""
-    return call("raysweep.worker.sources:pretrain_task", key, config, ctx, inbox, grants)
+    return call("raysweep.worker.sources:pretrain_task", key, config, ctx, inbox, share)
 
 
 def probe_task(

@@ -19,7 +19,8 @@ def probe_task(
 ) -> dict[str, Any]:
     """Ray task body: run the job's probe on its source checkpoint; say when it starts (so its
     run's duration is the probe's) and which node ran it."""
-    EventSender(inbox, key).started()
+    events = EventSender(inbox, key)
+    events.started()
     result = run_probe(
         job["probe"],
         str(ctx.store.verified_checkpoint(job["source_key"])),
@@ -34,4 +35,5 @@ def probe_task(
         subset_size=job.get("subset_size"),
         normalization=job.get("normalization", "source"),
     )
+    events.flush()
     return {**result, **node_identity()}

@@ -19,7 +19,7 @@ from raysweep.data import ArrayDataset, cached_dataset, dataset_info, draw_image
 from raysweep.models import TransferNet, build_model
 from raysweep.models.checkpoints import save_checkpoint
 from raysweep.models.published import load_source
-from raysweep.protocol import EventSender, WorkerContext, node_identity
+from raysweep.protocol import EventSender, WorkerContext, node_identity, thread_grant_file
 from raysweep.store import Store, StoreError, exclusive, sha256_file, write_json_atomic
 from raysweep.train.common import ScheduleConfig
 from raysweep.train.loop import mean_loss, pretrain
@@ -33,20 +33,23 @@ from raysweep.worker.inputs import (
 
 
 def pretrain_task(
-    key: str, config: dict[str, Any], ctx: WorkerContext, inbox: Any = None, grants: Any = None
+    key: str, config: dict[str, Any], ctx: WorkerContext, inbox: Any = None, share: bool = False
 ) -> dict[str, Any]:
     """Ray task body: train or import one source (:func:`pretrain_source`), plus the node it ran
     on. Its start and every training epoch's metrics go to ``inbox`` as they happen, so the
-    driver's run of the source is live; after each epoch it takes the threads ``grants`` (a
-    ThreadGrants actor) allows, so the last sources training use the cores others freed."""
-    events = EventSender(inbox, key, grants)
+    driver's run of the source is live; with ``share``, after each epoch it takes the threads
+    the driver granted (raysweep.driver.cores), so the last sources use the cores others freed."""
+    grant = thread_grant_file(ctx.trials_root, key) if share else None
+    events = EventSender(inbox, key, grant)
     events.started()
 
     def on_epoch(row: dict[str, Any]) -> None:
         events.epoch(row)
         torch.set_num_threads(events.granted_threads(torch.get_num_threads()))
 
-    return {**pretrain_source(key, config, ctx, on_epoch), **node_identity()}
+    record = pretrain_source(key, config, ctx, on_epoch)
+    events.flush()
+    return {**record, **node_identity()}
 
 
 def pretrain_source(
