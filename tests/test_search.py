@@ -66,7 +66,8 @@ BAD_SEARCH = [
     ({"params": {"gamma": UNIFORM_01}}, "search.params.gamma: unknown hyperparameter 'gamma'"),
     (
         {"params": {"lr": {**UNIFORM_01, "distribution": "normal"}}},
-        "search.params.lr.distribution: unknown value 'normal'; did you mean 'uniform'? allowed: loguniform, uniform,",
+        "search.params.lr.distribution: unknown value 'normal'; did you mean 'uniform'? "
+        "allowed: loguniform, uniform,",
     ),
     (
         {"params": {"lr": {"distribution": "loguniform", "low": 0.5, "high": 0.1}}},
