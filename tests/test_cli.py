@@ -204,20 +204,13 @@ def test_mlflow_set_up_lines_are_hidden_unless_debug(tmp_path: Path) -> None:
         "create_sqlite_store(f'sqlite:///{sys.argv[2]}/mlflow.db', None)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}
-    quiet = subprocess.run(
-        [sys.executable, "-c", code, "quiet", str(tmp_path / "a")],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    assert "database tables" not in quiet.stderr + quiet.stdout
+
+    def create_store(mode: str, folder: Path) -> str:
+        args = [sys.executable, "-c", code, mode, str(folder)]
+        done = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
+        return done.stderr + done.stdout
+
+    assert "database tables" not in create_store("quiet", tmp_path / "a")
     assert (tmp_path / "a" / "mlflow.db").is_file()
-    loud = subprocess.run(
-        [sys.executable, "-c", code, "debug", str(tmp_path / "b")],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    assert "Creating initial MLflow database tables" in loud.stderr + loud.stdout
+    loud = create_store("debug", tmp_path / "b")
+    assert "Creating initial MLflow database tables" in loud

@@ -208,3 +208,16 @@ def test_status_counts_a_dead_launchs_running_jobs_as_pending(tmp_path: Path) ->
         ledger.started("b", "finetune", "b", "r-b")  # its launch died: no lock is held
     status = sweep_status(sweep)
     assert status.counts["finetune"] == Counter(done=1, running=0, failed=0, pending=2)
+
+
+def test_a_damaged_ledger_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    from raysweep.driver.launcher import open_ledger
+
+    sweep = SweepDir(tmp_path, "damaged")
+    sweep.create()
+    sweep.ledger_file.write_bytes(b"not a database at all" * 100)
+    lines: list[str] = []
+    with open_ledger(sweep, lines.append) as ledger:
+        assert ledger.entries() == {} and ledger.watermark() is None  # rebuilt by catch-up
+    assert (sweep.path / "ledger.db.damaged").is_file()
+    assert len(lines) == 1 and "rebuilding it from MLflow" in lines[0]

@@ -29,7 +29,7 @@ from raysweep.driver.report import report_sweep
 from raysweep.driver.search import run_search_stage, with_search_values
 from raysweep.driver.shared_root import check_shared_root
 from raysweep.driver.tracker import SweepTracker
-from raysweep.ledger import FAILED, FINISHED, Ledger
+from raysweep.ledger import FAILED, FINISHED, Ledger, LedgerError
 from raysweep.plan import MAX_JOBS, Job, Plan, make_plan
 from raysweep.schema import check_reachable
 from raysweep.spec import SweepSpec, load_spec, resolved_yaml
@@ -117,6 +117,18 @@ def run_stages(ctx: StageContext, pending: dict[str, list[Job]]) -> None:
     run_finetune_stage(ctx, ready)
 
 
+def open_ledger(sweep: SweepDir, write: Write) -> Ledger:
+    """The sweep's job ledger; one that SQLite cannot read (a damaged file) is set aside as
+    ``ledger.db.damaged`` and rebuilt from MLflow by the catch-up, with a line saying so."""
+    try:
+        return Ledger(sweep.ledger_file)
+    except LedgerError as error:
+        aside = sweep.ledger_file.with_name("ledger.db.damaged")
+        sweep.ledger_file.replace(aside)
+        write(f"{error}: moved to {aside.name}, rebuilding it from MLflow")
+        return Ledger(sweep.ledger_file)
+
+
 def start_ray(address: str | None, spec: SweepSpec) -> None:
     """Ray started (or attached), and able to host the spec's tasks and trials."""
     ensure_ray(address)
@@ -162,7 +174,7 @@ def launch(
             check_same_plan(sweep, plan, extend)
         else:  # a new sweep has work: refuse a cluster that cannot host it before recording
             start_ray(address, spec)
-        with Ledger(sweep.ledger_file) as ledger:
+        with open_ledger(sweep, writer(write)) as ledger:
             tracker = open_tracker(sweep, uri, launch_id, ledger)
             outcome = Outcome(sweep=sweep.name, tracking_uri=tracker.uri)
             pending = pending_jobs(plan, tracker, ledger, outcome, retry_failed)
